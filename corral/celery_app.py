@@ -1,0 +1,23 @@
+"""The Celery app factory shared by the producer (sends by name) and the workers (run tasks)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+RUN_JOB_TASK = "corral.run_job"
+
+
+def create_app(main: str = "corral", *, broker_url: str | None = None) -> Celery:
+    """A Celery app configured from the `celeryconfig` module (values from the environment).
+
+    Args:
+        main: the app's name.
+        broker_url: overrides the broker (a process that changed its environment after
+            `celeryconfig` was first imported passes the URL it resolved).
+    """
+    app = Celery(main)
+    app.config_from_object("celeryconfig")
+    if broker_url:
+        app.conf.broker_url = broker_url
+    return app
+

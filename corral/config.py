@@ -1,0 +1,210 @@
+"""corral.toml: providers, models, prices and router rules, found, parsed and checked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from decimal import Decimal
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from corral.errors import ConfigError
+
+AUTO_MODEL = "auto"
+EXAMPLE_CONFIG_NAME = "corral.example.toml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """Dollars per million tokens."""
+
+    input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
+    cached_input: Decimal | None = Field(default=None, ge=0)
+
+    @field_validator("input", "output", "cached_input", mode="before")
+    @classmethod
+    def _exact_decimal(cls, value: Any) -> Any:
+        # TOML gives floats; str() keeps the digits the operator wrote (15.1, not 15.0999…).
+        return str(value) if isinstance(value, float) else value
+
+    @property
+    def cached_input_per_mtok(self) -> Decimal:
+        """The cached-input price, which defaults to the input price."""
+        return self.input if self.cached_input is None else self.cached_input
+
+
+class ProviderConfig(_Strict):
+    name: str
+    base_url: str
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    accounting: Literal["openai", "anthropic"] = "openai"
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class ModelConfig(_Strict):
+    name: str
+    provider: str
+    upstream: str = ""
+    aliases: tuple[str, ...] = ()
+    rpm: int = Field(gt=0)
+    tpm: int = Field(gt=0)
+    context_window: int = Field(gt=0)
+    default_max_tokens: int = Field(default=1024, gt=0)
+    tags: tuple[str, ...] = ()
+    price: Price
+    list_price: Price | None = None
+
+    @model_validator(mode="after")
+    def _default_upstream(self) -> ModelConfig:
+        if not self.upstream:
+            object.__setattr__(self, "upstream", self.name)
+        return self
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue this model's jobs travel on."""
+        return f"corral.{self.name}"
+
+    @property
+    def effective_list_price(self) -> Price:
+        """The list price, or our price when no list price is configured."""
+        return self.list_price or self.price
+
+
+class RouterRule(_Strict):
+    name: str
+    model: str
+    keywords: tuple[str, ...] = ()
+
+
+class RouterConfig(_Strict):
+    default: str
+    rules: tuple[RouterRule, ...] = ()
+
+
+class CorralConfig(_Strict):
+    """The whole configuration; `source` is the file it came from."""
+
+    source: str = ""
+    providers: dict[str, ProviderConfig]
+    models: dict[str, ModelConfig]
+    router: RouterConfig
+
+    @model_validator(mode="after")
+    def _check_references(self) -> CorralConfig:
+        if not self.models:
+            raise ValueError("no [models.*] configured")
+        names: dict[str, str] = {}
+        for model in self.models.values():
+            if model.provider not in self.providers:
+                raise ValueError(f"model {model.name!r} names unknown provider {model.provider!r}")
+            for name in (model.name, *model.aliases):
+                if name == AUTO_MODEL:
+                    raise ValueError(f"{AUTO_MODEL!r} is reserved for the router")
+                if name in names:
+                    raise ValueError(f"name {name!r} is used by both {names[name]!r} and "
+                                     f"{model.name!r}")
+                names[name] = model.name
+        for where, target in [("router.default", self.router.default),
+                              *((f"router rule {r.name!r}", r.model) for r in self.router.rules)]:
+            if target not in names:
+                raise ValueError(f"{where} names unknown model {target!r}")
+        return self
+
+    @cached_property
+    def _names(self) -> dict[str, ModelConfig]:
+        table = {}
+        for model in self.models.values():
+            table[model.name] = model
+            table.update((alias, model) for alias in model.aliases)
+        return table
+
+    def resolve(self, name: str) -> ModelConfig | None:
+        """The model a configured name or alias stands for, or None."""
+        return self._names.get(name)
+
+    def provider_of(self, model: ModelConfig) -> ProviderConfig:
+        """The provider that serves `model`."""
+        return self.providers[model.provider]
+
+    @cached_property
+    def price_version(self) -> str:
+        """A short fingerprint of the price tables, stored with every cost record."""
+        table = {name: [m.price.model_dump(mode="json"),
+                        m.effective_list_price.model_dump(mode="json")]
+                 for name, m in sorted(self.models.items())}
+        digest = hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
+        return f"prices-{digest[:12]}"
+
+
+def parse_config(data: dict[str, Any], source: str = "") -> CorralConfig:
+    """Build a checked config from parsed TOML.
+
+    Raises:
+        ConfigError: naming the source and every problem found.
+    """
+    try:
+        providers = {name: {**body, "name": name}
+                     for name, body in data.get("providers", {}).items()}
+        models = {name: {**body, "name": name} for name, body in data.get("models", {}).items()}
+        router = data.get("router", {})
+        router = {**router, "rules": [{"name": f"rule-{i + 1}", **rule}
+                                      for i, rule in enumerate(router.get("rules", []))]}
+        return CorralConfig(source=source, providers=providers, models=models, router=router)
+    except (ValidationError, ValueError, AttributeError, TypeError) as err:
+        raise ConfigError(f"{source or 'config'}: {err}") from err
+
+
+def load_config(path: str | Path) -> CorralConfig:
+    """Read and check one corral.toml."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    return parse_config(data, str(path))
+
+
+def find_config_path(explicit: str | None = None) -> Path:
+    """Where the config is: `--config`, then CORRAL_CONFIG, then ./corral.toml.
+
+    Raises:
+        ConfigError: naming every place looked at when none holds a config.
+    """
+    looked: list[str] = []
+    for label, candidate in (("--config", explicit),
+                             ("CORRAL_CONFIG", os.environ.get("CORRAL_CONFIG")),
+                             ("./corral.toml", "corral.toml")):
+        if not candidate:
+            looked.append(f"{label} (not set)")
+            continue
+        if Path(candidate).is_file():
+            return Path(candidate)
+        looked.append(f"{label} ({Path(candidate).resolve()}: no such file)")
+    raise ConfigError("no corral config found; looked at " + ", ".join(looked)
+                      + "; `corral demo` runs on the packaged example config")
+
+
+def example_config_text() -> str:
+    """The packaged example config, pointed at the simulator's default port."""
+    return resources.files("corral").joinpath("data", EXAMPLE_CONFIG_NAME).read_text("utf-8")

@@ -1,0 +1,53 @@
+"""The Redis key schema: every key corral writes is named here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "corral"
+BATCH_INDEX = f"{PREFIX}:batches"  # sorted set: batch id scored by created_at (s)
+
+
+@dataclass(frozen=True)
+class BatchKeys:
+    """The keys of one batch. The `{id}` hash tag keeps a batch on one Redis Cluster slot."""
+
+    batch_id: str
+
+    @property
+    def _base(self) -> str:
+        return f"{PREFIX}:batch:{{{self.batch_id}}}"
+
+    @property
+    def meta(self) -> str:
+        """Hash: status, timestamps, request counts, models."""
+        return self._base
+
+    @property
+    def bodies(self) -> str:
+        """Hash: custom_id → the routed request (JSON), read by the worker that runs it."""
+        return f"{self._base}:bodies"
+
+    @property
+    def order(self) -> str:
+        """List: accepted custom_ids in input order."""
+        return f"{self._base}:order"
+
+    @property
+    def outcomes(self) -> str:
+        """Hash: custom_id → its one terminal record (result or error), written once."""
+        return f"{self._base}:outcomes"
+
+    @property
+    def done(self) -> str:
+        """List: custom_ids in the order their terminal records were written."""
+        return f"{self._base}:done"
+
+    @property
+    def ledger(self) -> str:
+        """List: one cost record per billed provider call, duplicates included."""
+        return f"{self._base}:ledger"
+
+    def all(self) -> tuple[str, ...]:
+        """Every key of the batch, for retention and deletion."""
+        return (self.meta, self.bodies, self.order, self.outcomes, self.done, self.ledger)

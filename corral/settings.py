@@ -1,0 +1,64 @@
+"""Process settings from the environment (CORRAL_*), typed, validated and cached."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Settings(BaseSettings):
+    """Everything a corral process reads from its environment.
+
+    Timing defaults are chosen so that a job lost with its worker comes back (after the broker's
+    visibility timeout) only once no live worker can still be working on it: a prefetched job
+    waits at most one request deadline for its slot, then may back off for the longest retry
+    delay, then runs for at most one request deadline.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
+
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str | None = None
+    config: str | None = None
+
+    request_deadline_s: float = 300.0
+    max_retry_delay_s: float = 60.0
+    retry_base_delay_s: float = 1.0
+    max_attempts: int = 8
+    visibility_timeout_s: float = 3600.0
+    connect_timeout_s: float = 10.0
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The Celery broker: CORRAL_BROKER_URL, else the Redis that holds corral's state."""
+        return self.broker_url or self.redis_url
+
+    @model_validator(mode="after")
+    def _check_timing(self) -> Settings:
+        for name in ("request_deadline_s", "max_retry_delay_s", "retry_base_delay_s",
+                     "visibility_timeout_s", "connect_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"CORRAL_{name.upper()} must be positive")
+        if self.max_attempts < 1:
+            raise ValueError("CORRAL_MAX_ATTEMPTS must be at least 1")
+        if self.retry_base_delay_s > self.max_retry_delay_s:
+            raise ValueError("CORRAL_RETRY_BASE_DELAY_S must not exceed CORRAL_MAX_RETRY_DELAY_S")
+        needed_s = 2 * self.request_deadline_s + self.max_retry_delay_s
+        if self.visibility_timeout_s <= needed_s:
+            raise ValueError(
+                f"CORRAL_VISIBILITY_TIMEOUT_S={self.visibility_timeout_s:g} must exceed prefetch "
+                f"wait + longest retry delay + request deadline "
+                f"(2 x {self.request_deadline_s:g} + {self.max_retry_delay_s:g} = {needed_s:g} s), "
+                "or a live job would be delivered twice"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,83 @@
+"""Batch objects in Redis: create one, read it back in OpenAI's shape, list them."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from corral.errors import BatchNotFoundError
+from corral.redis_keys import BATCH_INDEX, BatchKeys
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+TIMESTAMP_FIELDS = ("created_at", "in_progress_at", "finalizing_at", "completed_at",
+                    "failed_at", "expired_at", "cancelling_at", "cancelled_at", "expires_at")
+COMPLETION_WINDOW_DEFAULT = "24h"
+
+
+def new_batch_id() -> str:
+    """An id in OpenAI's `batch_…` form."""
+    return f"batch_{uuid.uuid4().hex}"
+
+
+def create_batch(client: redis.Redis, *, total: int, models: list[str], input_file: str,
+                 completion_window: str = COMPLETION_WINDOW_DEFAULT,
+                 created_at: int | None = None) -> str:
+    """Store a new batch, in progress, that expects `total` terminal records."""
+    batch_id = new_batch_id()
+    now = int(time.time())
+    created_at = created_at or now
+    meta = {"id": batch_id, "status": "in_progress", "created_at": created_at,
+            "in_progress_at": now, "completion_window": completion_window, "total": total,
+            "completed": 0, "failed": 0, "enqueued": 0, "models": json.dumps(models),
+            "input_file": input_file}
+    pipe = client.pipeline()
+    pipe.hset(BatchKeys(batch_id).meta, mapping=meta)
+    pipe.zadd(BATCH_INDEX, {batch_id: created_at})
+    pipe.execute()
+    return batch_id
+
+
+def read_batch(client: redis.Redis, batch_id: str) -> dict[str, Any]:
+    """The batch object (DESIGN §3) for `batch_id`.
+
+    Raises:
+        BatchNotFoundError: no such batch.
+    """
+    meta = client.hgetall(BatchKeys(batch_id).meta)
+    if not meta:
+        raise BatchNotFoundError(f"no batch {batch_id!r}")
+    return batch_object(meta)
+
+
+def batch_object(meta: dict[str, str]) -> dict[str, Any]:
+    """Shape a stored meta hash as OpenAI's Batch object (with corral's `models`)."""
+    batch: dict[str, Any] = {
+        "id": meta["id"], "object": "batch", "endpoint": "/v1/chat/completions",
+        "status": meta["status"], "input_file": meta.get("input_file"),
+        "completion_window": meta.get("completion_window", COMPLETION_WINDOW_DEFAULT),
+        "request_counts": {"total": int(meta.get("total", 0)),
+                           "completed": int(meta.get("completed", 0)),
+                           "failed": int(meta.get("failed", 0))},
+        "models": json.loads(meta.get("models", "[]")),
+    }
+    for field in TIMESTAMP_FIELDS:
+        batch[field] = int(meta[field]) if meta.get(field) else None
+    return batch
+
+
+def list_batches(client: redis.Redis, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest batches first."""
+    ids = client.zrevrange(BATCH_INDEX, 0, limit - 1)
+    pipe = client.pipeline()
+    for batch_id in ids:
+        pipe.hgetall(BatchKeys(batch_id).meta)
+    return [batch_object(meta) for meta in pipe.execute() if meta]
+
+
+def is_terminal(batch: dict[str, Any]) -> bool:
+    """Whether the batch has ended."""
+    return batch["status"] in TERMINAL_STATUSES

@@ -1,0 +1,155 @@
+"""The `corral` command line: every command of DESIGN §3, answers on stdout, the rest on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from corral import __version__
+from corral.errors import ConfigError, CorralError
+from producer.batches import list_batches, read_batch
+from producer.costs import batch_cost
+from producer.durations import parse_duration_s
+from producer.results import errors_path_for, write_outputs
+from producer.session import Session, exit_code_for, finish_submit, submit_batch
+from producer.single_machine import demo, run
+from producer.views import batches_table, cost_table, stdout_console, wait_for_batch
+
+
+class CorralGroup(click.Group):
+    """Maps corral's errors to one stderr line and DESIGN §3's exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (CorralError, redis.RedisError, ValueError) as err:
+            click.echo(f"corral: {err}", err=True)
+            ctx.exit(exit_code_for(err))
+
+
+@click.group(cls=CorralGroup)
+@click.version_option(__version__, prog_name="corral")
+@click.option("--config", "config_path", envvar="CORRAL_CONFIG", default=None,
+              help="corral.toml to use (else $CORRAL_CONFIG, else ./corral.toml).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Run large LLM batches on a Celery fleet, inside rate limits, with exact costs."""
+    ctx.obj = Session(config_path)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="Block until the batch ends; exit 1 if lines failed.")
+@click.option("--skip-invalid", is_flag=True, help="Run the valid lines; file the bad ones as "
+              "invalid_request errors.")
+@click.option("--completion-window", default="24h", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the batch object as JSON.")
+@click.pass_obj
+def submit(session: Session, file: Path, wait: bool, skip_invalid: bool,
+           completion_window: str, as_json: bool) -> None:
+    """Validate FILE, route every line, and enqueue the batch."""
+    parse_duration_s(completion_window)
+    batch_id = submit_batch(session, file, skip_invalid=skip_invalid,
+                            completion_window=completion_window)
+    finish_submit(session, batch_id, wait=wait, as_json=as_json)
+
+
+@cli.command()
+@click.argument("batch_id", required=False)
+@click.option("--watch", is_flag=True, help="Follow the batch until it ends.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status(session: Session, batch_id: str | None, watch: bool, as_json: bool) -> None:
+    """Show one batch, or a table of all batches."""
+    if batch_id is None:
+        batches = list_batches(session.redis)
+        if as_json:
+            click.echo(json.dumps(batches))
+        else:
+            stdout_console().print(batches_table(batches))
+        return
+    batch = (wait_for_batch(session.redis, batch_id) if watch
+             else read_batch(session.redis, batch_id))
+    if as_json:
+        click.echo(json.dumps(batch))
+    else:
+        stdout_console().print(batches_table([batch]))
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Results file (OpenAI batch output JSONL).")
+@click.option("--errors", "errors_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Error records file (default: OUTPUT with .errors before the extension).")
+@click.option("--order", type=click.Choice(["completion", "input"]), default="completion",
+              show_default=True)
+@click.option("--with-route", is_flag=True, help="Add each line's route decision as \"route\".")
+@click.pass_obj
+def results(session: Session, batch_id: str, output: Path, errors_path: Path | None,
+            order: str, with_route: bool) -> None:
+    """Write what has finished so far (also mid-batch)."""
+    read_batch(session.redis, batch_id)
+    errors_path = errors_path or errors_path_for(output)
+    counts = write_outputs(session.redis, batch_id, output, errors_path,
+                           input_order=order == "input", with_route=with_route)
+    click.echo(f"corral: wrote {counts.results} results to {output} and {counts.errors} "
+               f"errors to {errors_path}", err=True)
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def cost(session: Session, batch_id: str, as_json: bool) -> None:
+    """Tokens and money per model, with savings against list prices."""
+    read_batch(session.redis, batch_id)
+    report = batch_cost(session.redis, batch_id)
+    if as_json:
+        click.echo(json.dumps(report.as_json()))
+    else:
+        stdout_console().print(cost_table(report, title=f"Cost of {batch_id}"))
+
+
+@cli.command()
+@click.option("--models", default=None, help="Comma-separated models whose queues to consume "
+              "(default: all configured).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Task slots (threads) in this process.")
+@click.pass_obj
+def worker(session: Session, models: str | None, concurrency: int) -> None:
+    """Run one worker process on the models' queues (logs `ready` once it consumes)."""
+    from producer.local_stack import worker_command
+
+    config = session.config
+    names = [m.strip() for m in models.split(",")] if models else sorted(config.models)
+    unknown = [name for name in names if config.resolve(name) is None]
+    if unknown:
+        raise ConfigError(f"unknown model(s) for --models: {', '.join(unknown)}")
+    queues = sorted({config.resolve(name).queue for name in names})  # type: ignore[union-attr]
+    os.environ["CORRAL_CONFIG"] = str(Path(config.source).resolve())
+    command = worker_command(queues=queues, concurrency=concurrency, name=f"corral-{os.getpid()}")
+    os.execv(command[0], command)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
+@click.argument("sim_args", nargs=-1, type=click.UNPROCESSED)
+def sim(sim_args: tuple[str, ...]) -> None:
+    """Run the provider simulator (`corral sim --help` for its flags)."""
+    os.execv(sys.executable, [sys.executable, "-m", "simulator", *sim_args])
+
+
+cli.add_command(run)
+cli.add_command(demo)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="corral")

@@ -1,0 +1,68 @@
+"""Stores routed requests in Redis and sends one pointer-only job per line, in chunks."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from celery import Celery
+
+from corral.celery_app import RUN_JOB_TASK
+from corral.records import OutcomeStore, error_record
+from corral.redis_keys import BatchKeys
+from producer.validator import AcceptedLine, RejectedLine
+
+CHUNK_LINES = 500
+
+
+class Enqueuer:
+    """Buffers checked lines; each flush stores bodies, files rejections, then sends jobs.
+
+    Bodies are written before the jobs that point at them, so a worker never finds a job
+    without its body; a producer killed between the two leaves stored lines with no job,
+    which `resume` finds. The input order of every line is kept for `results --order input`.
+    """
+
+    def __init__(self, client: redis.Redis, app: Celery, batch_id: str) -> None:
+        self._client = client
+        self._app = app
+        self._batch_id = batch_id
+        self._keys = BatchKeys(batch_id)
+        self._outcomes = OutcomeStore(client)
+        self._pending: list[AcceptedLine | RejectedLine] = []
+        self.enqueued = 0
+
+    def add(self, line: AcceptedLine | RejectedLine) -> None:
+        """Queue one line (a rejected one becomes an `invalid_request` error record)."""
+        self._pending.append(line)
+        if len(self._pending) >= CHUNK_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Store and send everything buffered."""
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        accepted = [line for line in lines if isinstance(line, AcceptedLine)]
+        pipe = self._client.pipeline(transaction=False)
+        if accepted:
+            pipe.hset(self._keys.bodies, mapping={
+                line.custom_id: json.dumps(line.job(), separators=(",", ":"))
+                for line in accepted})
+        pipe.rpush(self._keys.order, *(_record_id(line) for line in lines))
+        pipe.execute()
+        for line in lines:
+            if isinstance(line, RejectedLine):
+                self._outcomes.record(self._batch_id, error_record(
+                    line.record_id, code="invalid_request", message=f"line {line.number}: "
+                    f"{line.reason}"))
+        with self._app.producer_or_acquire() as producer:
+            for line in accepted:
+                self._app.send_task(RUN_JOB_TASK, args=(self._batch_id, line.custom_id),
+                                    queue=line.model.queue, producer=producer)
+        self.enqueued += len(accepted)
+        self._client.hincrby(self._keys.meta, "enqueued", len(accepted))
+
+
+def _record_id(line: AcceptedLine | RejectedLine) -> str:
+    return line.custom_id if isinstance(line, AcceptedLine) else line.record_id

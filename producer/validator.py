@@ -1,0 +1,148 @@
+"""Checks one input line against DESIGN §3 and routes it; every refusal names its reason."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from corral.config import ModelConfig
+from corral.tokens import estimate_prompt_tokens, reservation_tokens
+from producer.reader import RawLine
+from producer.router import RouteDecision, Router, UnknownModelError
+
+CHAT_COMPLETIONS_URL = "/v1/chat/completions"
+MAX_CUSTOM_ID_CHARS = 256
+
+
+@dataclass(frozen=True)
+class AcceptedLine:
+    """A valid line, routed: `body.model` already holds the upstream id."""
+
+    number: int
+    custom_id: str
+    model: ModelConfig
+    route: RouteDecision
+    body: dict[str, Any]
+    prompt_tokens: int
+    reservation_tokens: int
+
+    def job(self) -> dict[str, Any]:
+        """What a worker needs to run the line (stored in Redis, never in a task message)."""
+        return {"line": self.number, "model": self.model.name, "route": self.route.as_dict(),
+                "body": self.body}
+
+
+@dataclass(frozen=True)
+class RejectedLine:
+    """An invalid line: where, why, and its custom_id when it had a usable one."""
+
+    number: int
+    reason: str
+    custom_id: str | None = None
+
+    @property
+    def record_id(self) -> str:
+        """The id its error record is filed under: its custom_id, else `line-N`."""
+        return self.custom_id or f"line-{self.number}"
+
+
+class LineRejected(Exception):
+    """Raised inside validation; becomes a RejectedLine."""
+
+
+class LineValidator:
+    """Validates the lines of one file in order; remembers custom_ids to refuse repeats."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+        self._seen_ids: set[str] = set()
+
+    def check(self, raw: RawLine) -> AcceptedLine | RejectedLine:
+        """Validate and route one line."""
+        custom_id: str | None = None
+        try:
+            line = _parse_object(raw.data)
+            custom_id = _check_custom_id(line.get("custom_id"))
+            if custom_id in self._seen_ids:
+                # The repeat is the bad line; its record must not collide with the first's.
+                return RejectedLine(raw.number, f"duplicate custom_id {custom_id!r}")
+            accepted = self._check_request(raw.number, custom_id, line)
+        except LineRejected as err:
+            return RejectedLine(raw.number, str(err), custom_id)
+        self._seen_ids.add(custom_id)
+        return accepted
+
+    def _check_request(self, number: int, custom_id: str, line: dict[str, Any]) -> AcceptedLine:
+        if line.get("method") != "POST":
+            raise LineRejected(f"method must be \"POST\", got {line.get('method')!r}")
+        url = line.get("url")
+        if url != CHAT_COMPLETIONS_URL:
+            raise LineRejected(f"url must be {CHAT_COMPLETIONS_URL!r}, got {url!r}")
+        body = line.get("body")
+        if not isinstance(body, dict):
+            raise LineRejected("body must be a JSON object")
+        _check_body(body)
+        metadata = line.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise LineRejected("metadata must be a JSON object")
+        try:
+            model, route = self._router.route(body)
+        except UnknownModelError as err:
+            raise LineRejected(str(err)) from None
+        prompt_tokens = estimate_prompt_tokens(body)
+        if prompt_tokens > model.context_window:
+            raise LineRejected(
+                f"prompt of about {prompt_tokens} tokens exceeds the {model.context_window}-token "
+                f"context window of {model.name}")
+        reservation = reservation_tokens(body, model.default_max_tokens)
+        if reservation > model.tpm:
+            raise LineRejected(
+                f"request needs {reservation} tokens (prompt + max_tokens × n) but {model.name} "
+                f"allows only {model.tpm} tokens per minute: it could never run")
+        return AcceptedLine(number, custom_id, model, route, {**body, "model": model.upstream},
+                            prompt_tokens, reservation)
+
+
+def _parse_object(data: bytes) -> dict[str, Any]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LineRejected(f"invalid UTF-8 at byte {err.start}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LineRejected(f"malformed JSON: {err.msg} at column {err.colno}") from None
+    if not isinstance(value, dict):
+        raise LineRejected(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _check_custom_id(value: Any) -> str:
+    if value is None:
+        raise LineRejected("missing custom_id")
+    if not isinstance(value, str) or not value:
+        raise LineRejected("custom_id must be a non-empty string")
+    if len(value) > MAX_CUSTOM_ID_CHARS:
+        raise LineRejected(f"custom_id is longer than {MAX_CUSTOM_ID_CHARS} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise LineRejected("custom_id contains control characters")
+    return value
+
+
+def _check_body(body: dict[str, Any]) -> None:
+    if "model" not in body:
+        raise LineRejected("body.model is missing (a configured model, an alias, or \"auto\")")
+    if body.get("stream") is True:
+        raise LineRejected("body.stream = true is not supported in a batch")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise LineRejected("body.messages must be a non-empty list")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise LineRejected(f"body.messages[{index}] must be an object with a role")
+    for field in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise LineRejected(f"body.{field} must be a positive integer")

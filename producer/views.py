@@ -1,0 +1,90 @@
+"""What the CLI shows people: tables on stdout, progress on stderr."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import redis
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from producer.batches import is_terminal, read_batch
+from producer.costs import CostReport, CostTotals
+
+POLL_INTERVAL_S = 0.25
+
+
+def stdout_console() -> Console:
+    """Where a command's answer goes."""
+    return Console(soft_wrap=True)
+
+
+def stderr_console() -> Console:
+    """Where progress and messages go."""
+    return Console(stderr=True)
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value:,.6f}"
+
+
+def cost_table(report: CostReport, title: str = "Cost") -> Table:
+    """Per-model rows and a total row."""
+    table = Table(title=title)
+    for header in ("model", "requests", "input tok", "cached tok", "output tok", "cost",
+                   "list cost", "savings", "unproductive"):
+        table.add_column(header, justify="left" if header == "model" else "right")
+
+    def row(name: str, totals: CostTotals, style: str | None = None) -> None:
+        table.add_row(name, f"{totals.requests:,}", f"{totals.input_tokens:,}",
+                      f"{totals.cached_input_tokens:,}", f"{totals.output_tokens:,}",
+                      _usd(totals.cost_usd), _usd(totals.list_cost_usd),
+                      _usd(totals.savings_usd), _usd(totals.unproductive_cost_usd), style=style)
+
+    for name, totals in sorted(report.models.items()):
+        row(name, totals)
+    row("total", report.total, style="bold")
+    return table
+
+
+def _when(timestamp: int | None) -> str:
+    if not timestamp:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def batches_table(batches: list[dict[str, Any]]) -> Table:
+    """One row per batch."""
+    table = Table(title="Batches")
+    for header in ("id", "status", "total", "completed", "failed", "models", "created (UTC)"):
+        table.add_column(header)
+    for batch in batches:
+        counts = batch["request_counts"]
+        table.add_row(batch["id"], batch["status"], str(counts["total"]),
+                      str(counts["completed"]), str(counts["failed"]),
+                      ", ".join(batch["models"]), _when(batch["created_at"]))
+    return table
+
+
+def wait_for_batch(client: redis.Redis, batch_id: str, *, show_progress: bool = True,
+                   timeout_s: float | None = None) -> dict[str, Any]:
+    """Poll until the batch ends, with a progress bar on stderr; returns the final batch."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(),
+                        console=stderr_console(), disable=not show_progress, transient=False)
+    with progress:
+        batch = read_batch(client, batch_id)
+        task = progress.add_task(batch_id, total=batch["request_counts"]["total"], failed=0)
+        while True:
+            counts = batch["request_counts"]
+            progress.update(task, completed=counts["completed"] + counts["failed"],
+                            failed=counts["failed"], description=batch["status"])
+            if is_terminal(batch) or (deadline is not None and time.monotonic() > deadline):
+                return batch
+            time.sleep(POLL_INTERVAL_S)
+            batch = read_batch(client, batch_id)

@@ -1,0 +1,1 @@
+"""An OpenAI-compatible provider simulator for corral's tests and benchmarks (stdlib only)."""

@@ -1,0 +1,76 @@
+"""Counters for /_sim/stats and the admission log behind /_sim/admissions."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any
+
+# Enough for long benchmarks; older admissions drop off first.
+MAX_ADMISSIONS_PER_MODEL = 1_000_000
+
+
+@dataclasses.dataclass
+class ModelCounters:
+    """Per-model totals."""
+
+    served: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Stats:
+    """Every chat call's status, per-model totals, and each admission's time and charge."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.hung = 0
+        self.by_status: collections.Counter[str] = collections.Counter()
+        self.models: dict[str, ModelCounters] = {}
+        self._admissions: dict[str, collections.deque[tuple[float, int]]] = {}
+
+    def _model(self, name: str) -> ModelCounters:
+        counters = self.models.get(name)
+        if counters is None:
+            counters = self.models[name] = ModelCounters()
+        return counters
+
+    def record_call(self, status: int | None, model: str | None) -> None:
+        """Count one chat call; ``status`` None means it hung without an answer."""
+        self.requests += 1
+        if status is None:
+            self.hung += 1
+            return
+        self.by_status[str(status)] += 1
+        if model is not None and status == 429:
+            self._model(model).rate_limited += 1
+
+    def record_served(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Count one 2xx answer and its usage."""
+        counters = self._model(model)
+        counters.served += 1
+        counters.prompt_tokens += prompt_tokens
+        counters.completion_tokens += completion_tokens
+
+    def record_admission(self, model: str, at_ms: float, tokens: int) -> None:
+        """Log that the limiter admitted a call charging ``tokens`` at ``at_ms``."""
+        log = self._admissions.get(model)
+        if log is None:
+            log = self._admissions[model] = collections.deque(maxlen=MAX_ADMISSIONS_PER_MODEL)
+        log.append((at_ms, tokens))
+
+    def admissions(self, model: str) -> list[list[float]]:
+        """``[[at_ms, tokens], ...]`` for ``model``, oldest first."""
+        return [[at_ms, tokens] for at_ms, tokens in self._admissions.get(model, ())]
+
+    def to_json(self) -> dict[str, Any]:
+        """The /_sim/stats body."""
+        served = sum(count for status, count in self.by_status.items() if status.startswith("2"))
+        return {
+            "requests": self.requests,
+            "served": served,
+            "hung": self.hung,
+            "by_status": dict(self.by_status),
+            "models": {name: dataclasses.asdict(c) for name, c in self.models.items()},
+        }

@@ -1,0 +1,100 @@
+"""Shared fixtures: a real Redis (isolated database, flushed per test) and config factories."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from corral.embedded_redis import EmbeddedRedis, is_reachable
+from corral.settings import get_settings
+
+# Tests use their own database number and flush only that one.
+TEST_REDIS_URL = os.environ.get("CORRAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis for the whole run: CORRAL_TEST_REDIS_URL if it answers, else a private server.
+
+    In CI a missing server is a loud failure, not a silent fallback: .ci/run starts one.
+    """
+    if is_reachable(TEST_REDIS_URL):
+        yield TEST_REDIS_URL
+        return
+    if os.environ.get("CI") == "true" and os.environ.get("CORRAL_TEST_REDIS_URL"):
+        pytest.fail(f"CI: no Redis at {TEST_REDIS_URL}")
+    with EmbeddedRedis() as server:
+        yield server.url.rsplit("/", 1)[0] + "/13"
+
+
+@pytest.fixture()
+def redis_client(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """A client on the test database, empty at the start of each test."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    monkeypatch.setenv("CORRAL_REDIS_URL", redis_url)
+    monkeypatch.delenv("CORRAL_BROKER_URL", raising=False)
+    get_settings.cache_clear()
+    yield client
+    get_settings.cache_clear()
+    client.close()
+
+
+CONFIG_TEMPLATE = """
+[providers.sim]
+base_url = "{base_url}"
+api_key_env = "CORRAL_TEST_SIM_KEY"
+
+[models."big"]
+provider = "sim"
+upstream = "sim-big"
+aliases = ["reasoner"]
+rpm = 100000
+tpm = 10000000
+context_window = {big_ctx}
+default_max_tokens = 256
+price = {{ input = 3.0, output = 15.0, cached_input = 0.3 }}
+list_price = {{ input = 5.0, output = 25.0 }}
+
+[models."small"]
+provider = "sim"
+upstream = "sim-small"
+aliases = ["cheap"]
+rpm = 100000
+tpm = {small_tpm}
+context_window = {small_ctx}
+default_max_tokens = 128
+price = {{ input = 0.1, output = 0.4 }}
+
+[router]
+default = "small"
+
+[[router.rules]]
+name = "math"
+keywords = ["integral", "prove", "적분", "증명"]
+model = "big"
+
+[[router.rules]]
+name = "summaries"
+keywords = ["summarize", "요약"]
+model = "small"
+"""
+
+
+@pytest.fixture()
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write a two-model corral.toml ("big", "small") and return its path."""
+
+    def write(base_url: str = "http://127.0.0.1:9/v1", *, big_ctx: int = 100000,
+              small_ctx: int = 2000, small_tpm: int = 1000000) -> Path:
+        path = tmp_path / "corral.toml"
+        path.write_text(textwrap.dedent(CONFIG_TEMPLATE.format(
+            base_url=base_url, big_ctx=big_ctx, small_ctx=small_ctx, small_tpm=small_tpm)))
+        return path
+
+    return write

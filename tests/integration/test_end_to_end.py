@@ -1,0 +1,107 @@
+"""The whole path, for real: CLI → Redis → Celery worker processes → simulator → records."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from openai.types.chat import ChatCompletion
+
+from corral.config import load_config
+from corral.pricing import Usage, cost_and_list_cost
+from corral.redis_keys import BatchKeys
+from producer.views import wait_for_batch
+from tests.integration.helpers import request, write_jsonl
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+SYSTEM = "You are a meticulous assistant. " * 40  # long enough for the simulator's cache
+
+
+def mixed_lines(count: int) -> list[dict]:
+    """Explicit models, aliases and `auto` (English and Korean keywords)."""
+    texts = ["Compute the integral of x^2", "이 정리를 증명하세요", "Please summarize this text",
+             "다음 글을 요약해 주세요", "Say hello", "Name three colours"]
+    models = ["auto", "auto", "big", "small", "reasoner", "cheap"]
+    lines = []
+    for i in range(count):
+        line = request(f"q-{i}", models[i % len(models)], f"{texts[i % len(texts)]} #{i}",
+                       max_tokens=20 + i % 30)
+        if i % 3 == 0:
+            line["body"]["messages"].insert(0, {"role": "system", "content": SYSTEM})
+        lines.append(line)
+    return lines
+
+
+def test_every_line_ends_once_with_parseable_results_and_exact_cost(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    sim = start_simulator("--latency-ms", "5")
+    config = write_config(f"{sim.base_url}/v1")
+    batch_file = write_jsonl(tmp_path / "batch.jsonl", mixed_lines(240))
+
+    submitted = corral("submit", str(batch_file), config=config)
+    assert submitted.returncode == 0, submitted.stderr
+    batch_id = submitted.stdout.strip().splitlines()[-1]
+    assert submitted.stdout.strip() == batch_id  # stdout holds the batch id alone
+
+    start_workers(config, ["corral.big", "corral.small"], processes=2, concurrency=8)
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 240, "completed": 240, "failed": 0}
+    assert sorted(batch["models"]) == ["big", "small"]
+
+    out = tmp_path / "out.jsonl"
+    written = corral("results", batch_id, "-o", str(out), "--order", "input", config=config)
+    assert written.returncode == 0, written.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["custom_id"] for r in records] == [f"q-{i}" for i in range(240)]
+    assert (tmp_path / "out.errors.jsonl").read_text() == ""
+    assert len({r["id"] for r in records}) == 240
+    assert redis_client.hlen(BatchKeys(batch_id).outcomes) == 240
+
+    models = load_config(config).models
+    expected_cost = expected_list = Decimal(0)
+    cached = 0
+    for record in records:
+        completion = ChatCompletion.model_validate(record["response"]["body"])
+        assert record["response"]["status_code"] == 200 and record["error"] is None
+        assert "route" not in record
+        usage = Usage.from_response(record["response"]["body"]["usage"])
+        cached += usage.cached_tokens
+        model = {"sim-big": models["big"], "sim-small": models["small"]}[completion.model]
+        cost, list_cost = cost_and_list_cost(usage, model)
+        expected_cost += cost
+        expected_list += list_cost
+    assert cached > 0  # the cached-input price was exercised
+
+    report = corral("cost", batch_id, "--json", config=config)
+    assert report.returncode == 0, report.stderr
+    totals = json.loads(report.stdout)
+    assert totals["batch_id"] == batch_id
+    assert Decimal(totals["total"]["cost_usd"]) == expected_cost
+    assert Decimal(totals["total"]["list_cost_usd"]) == expected_list
+    assert Decimal(totals["total"]["savings_usd"]) == expected_list - expected_cost
+    assert totals["total"]["requests"] == 240
+    assert sum(m["requests"] for m in totals["models"].values()) == 240
+    assert sim.stats()["served"] == 240  # no line was called twice
+
+
+def test_routes_are_kept_and_exported_on_request(tmp_path: Path, redis_client, write_config,
+                                                 start_simulator, start_workers,
+                                                 corral) -> None:
+    sim = start_simulator()
+    config = write_config(f"{sim.base_url}/v1")
+    batch_file = write_jsonl(tmp_path / "b.jsonl", [
+        request("math", "auto", "prove it"), request("named", "cheap", "hello")])
+    batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
+    start_workers(config, ["corral.big", "corral.small"])
+    wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    out = tmp_path / "routes.jsonl"
+    assert corral("results", batch_id, "-o", str(out), "--with-route",
+                  config=config).returncode == 0
+    routes = {r["custom_id"]: r["route"] for r in map(json.loads, out.read_text().splitlines())}
+    assert routes["math"] == {"model": "big", "rule": "math", "reason": "keyword 'prove'"}
+    assert routes["named"]["rule"] == "explicit" and routes["named"]["model"] == "small"

@@ -1,0 +1,30 @@
+"""Settings refuse timing values that would let the broker redeliver a live job."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from corral.settings import Settings
+
+
+def test_defaults_pass_the_visibility_check() -> None:
+    settings = Settings()
+    assert settings.visibility_timeout_s > 2 * settings.request_deadline_s \
+        + settings.max_retry_delay_s
+
+
+def test_visibility_timeout_shorter_than_deadline_and_retry_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("CORRAL_VISIBILITY_TIMEOUT_S", "100")
+    monkeypatch.setenv("CORRAL_REQUEST_DEADLINE_S", "30")
+    monkeypatch.setenv("CORRAL_MAX_RETRY_DELAY_S", "60")
+    with pytest.raises(ValidationError, match="VISIBILITY_TIMEOUT_S=100 must exceed"):
+        Settings()
+
+
+def test_broker_defaults_to_the_redis_url(monkeypatch) -> None:
+    monkeypatch.setenv("CORRAL_REDIS_URL", "redis://example:1/2")
+    monkeypatch.delenv("CORRAL_BROKER_URL", raising=False)
+    assert Settings().effective_broker_url == "redis://example:1/2"
+    monkeypatch.setenv("CORRAL_BROKER_URL", "amqp://guest@localhost//")
+    assert Settings().effective_broker_url == "amqp://guest@localhost//"

@@ -1,0 +1,525 @@
+"""Tests for the provider simulator: pure units with a fake clock, then the real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai.types.chat import ChatCompletion
+
+from simulator.completions import (
+    PromptCache,
+    count_prompt_tokens,
+    make_choices,
+    messages_digest,
+)
+from simulator.config import ModelSpec, parse_model_spec
+from simulator.faults import HANG, QUOTA, Fault, FaultSettings, RandomFaults, ScriptedFaults
+from simulator.headers import format_go_duration, retry_after_headers
+from simulator.limiters import SlidingWindow, TokenBucket, make_limiter
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk-sim-test"
+
+
+# --- limiters -------------------------------------------------------------------------------
+
+
+def test_bucket_starts_full() -> None:
+    bucket = TokenBucket(10, period_s=60)
+    assert bucket.wait_s(10, now_s=100.0) == 0.0
+    assert bucket.remaining(100.0) == 10
+
+
+def test_bucket_refills_continuously() -> None:
+    bucket = TokenBucket(10, period_s=60)
+    bucket.take(10, now_s=0.0)
+    assert bucket.wait_s(1, now_s=0.0) == pytest.approx(6.0)
+    assert bucket.remaining(3.0) == pytest.approx(0.5)
+    assert bucket.wait_s(1, now_s=3.0) == pytest.approx(3.0)
+    assert bucket.wait_s(1, now_s=6.0) == 0.0
+
+
+def test_bucket_refill_is_capped_at_capacity() -> None:
+    bucket = TokenBucket(10, period_s=60)
+    bucket.take(4, now_s=0.0)
+    assert bucket.remaining(10_000.0) == 10
+    assert bucket.reset_s(10_000.0) == 0.0
+
+
+def test_bucket_never_fits_more_than_capacity() -> None:
+    assert TokenBucket(10, period_s=60).wait_s(11, now_s=0.0) == math.inf
+
+
+def test_window_charge_expires_exactly_one_period_later() -> None:
+    window = SlidingWindow(5, period_s=10)
+    window.take(5, now_s=1.0)
+    assert window.wait_s(1, now_s=10.999) == pytest.approx(0.001)
+    assert window.wait_s(1, now_s=11.0) == 0.0
+
+
+def test_window_wait_is_time_until_enough_charges_expire() -> None:
+    window = SlidingWindow(10, period_s=60)
+    window.take(4, now_s=0.0)
+    window.take(4, now_s=10.0)
+    window.take(2, now_s=20.0)
+    assert window.wait_s(3, now_s=30.0) == pytest.approx(30.0)  # the first charge frees 4
+    assert window.wait_s(5, now_s=30.0) == pytest.approx(40.0)  # needs the second one too
+    assert window.wait_s(11, now_s=30.0) == math.inf
+
+
+def test_window_never_admits_more_than_limit_in_any_trailing_period() -> None:
+    limiter = make_limiter("window", rpm=5, tpm=None, period_s=10.0)
+    admitted: list[float] = []
+    now_s = 0.0
+    for _ in range(400):
+        if limiter.try_acquire(1, 0, now_s).allowed:
+            admitted.append(now_s)
+        now_s += 0.37
+    assert len(admitted) > 5 * 10  # it keeps admitting as the window slides
+    for start_s in admitted:
+        assert sum(1 for t in admitted if start_s <= t < start_s + 10.0) <= 5
+
+
+@pytest.fixture(params=["bucket", "window"])
+def limiter_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_limiter_admits_up_to_the_limit_then_says_how_long_to_wait(limiter_kind: str) -> None:
+    limiter = make_limiter(limiter_kind, rpm=3, tpm=None, period_s=60.0)
+    assert all(limiter.try_acquire(1, 0, 0.0).allowed for _ in range(3))
+    refused = limiter.try_acquire(1, 0, 0.0)
+    assert not refused.allowed
+    assert refused.limited_by == "requests"
+    assert refused.wait_s == pytest.approx(20.0 if limiter_kind == "bucket" else 60.0)
+    assert limiter.try_acquire(1, 0, refused.wait_s).allowed
+
+
+def test_limiter_refusal_uses_a_request_but_charges_no_tokens(limiter_kind: str) -> None:
+    limiter = make_limiter(limiter_kind, rpm=10, tpm=100, period_s=60.0)
+    assert limiter.try_acquire(1, 80, 0.0).allowed
+    refused = limiter.try_acquire(1, 50, 0.0)
+    assert (refused.allowed, refused.limited_by) == (False, "tokens")
+    snapshot = limiter.snapshot(0.0)
+    assert (snapshot.remaining_requests, snapshot.remaining_tokens) == (8, 20)
+
+
+def test_limiter_without_limits_is_a_no_op() -> None:
+    limiter = make_limiter("bucket", rpm=None, tpm=None, period_s=60.0)
+    assert all(limiter.try_acquire(1, 10**9, 0.0).allowed for _ in range(1000))
+
+
+# --- headers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0, "0s"),
+        (-3, "0s"),
+        (0.02, "20ms"),
+        (0.0004, "1ms"),  # rounded up: never tell a client to come back early
+        (0.1 * 3, "300ms"),  # float noise must not round up to 301ms
+        (1, "1s"),
+        (1.5, "1.5s"),
+        (59.999, "59.999s"),
+        (60, "1m0s"),
+        (90.5, "1m30.5s"),
+        (360, "6m0s"),
+        (3600, "1h0m0s"),
+        (3723.25, "1h2m3.25s"),
+    ],
+)
+def test_format_go_duration(seconds: float, expected: str) -> None:
+    assert format_go_duration(seconds) == expected
+
+
+@pytest.mark.parametrize(
+    ("wait_ms", "retry_after"), [(0, "1"), (200, "1"), (1000, "1"), (1001, "2"), (19970, "20")]
+)
+def test_retry_after_is_whole_seconds_rounded_up_and_at_least_one(
+    wait_ms: int, retry_after: str
+) -> None:
+    assert dict(retry_after_headers(wait_ms)) == {
+        "retry-after": retry_after,
+        "retry-after-ms": str(wait_ms),
+    }
+
+
+# --- completions ----------------------------------------------------------------------------
+
+
+def test_count_prompt_tokens_is_ceil_of_chars_over_four() -> None:
+    assert count_prompt_tokens([{"role": "user", "content": "abcde"}]) == 2
+    assert count_prompt_tokens([{"role": "user", "content": "abcd"}]) == 1
+    assert count_prompt_tokens([{"role": "assistant", "content": None}]) == 0
+
+
+def test_count_prompt_tokens_reads_only_text_parts() -> None:
+    messages = [
+        {"role": "system", "content": "abc"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "defgh"},
+                {"type": "image_url", "image_url": {"url": "data:xxxxxxxxxxxxxxxx"}},
+            ],
+        },
+    ]
+    assert count_prompt_tokens(messages) == 2  # 8 characters
+
+
+def test_completions_are_deterministic() -> None:
+    messages = [{"role": "user", "content": "hello", "name": "a"}]
+    reordered = [{"name": "a", "content": "hello", "role": "user"}]
+    first = make_choices(messages_digest(messages), n=1, max_tokens=None)
+    again = make_choices(messages_digest(reordered), n=1, max_tokens=None)
+    other = make_choices(messages_digest([{"role": "user", "content": "bye"}]), 1, None)
+    assert first == again
+    assert first != other
+
+
+def test_completion_length_matches_its_token_count() -> None:
+    for index in range(50):
+        digest = messages_digest([{"role": "user", "content": f"prompt {index}"}])
+        (choice,) = make_choices(digest, n=1, max_tokens=None)
+        assert 5 <= choice.completion_tokens <= 200
+        assert len(choice.content) == 4 * choice.completion_tokens
+        assert choice.finish_reason == "stop"
+
+
+def test_max_tokens_caps_the_completion_with_finish_reason_length() -> None:
+    (choice,) = make_choices(messages_digest([{"role": "user", "content": "x"}]), 1, 3)
+    assert (choice.completion_tokens, choice.finish_reason, len(choice.content)) == (
+        3,
+        "length",
+        12,
+    )
+
+
+def test_n_gives_distinct_choices() -> None:
+    choices = make_choices(
+        messages_digest([{"role": "user", "content": "x"}]), n=3, max_tokens=None
+    )
+    assert len({choice.content for choice in choices}) == 3
+
+
+def test_prompt_cache_counts_a_repeated_long_system_prompt_in_blocks_of_128() -> None:
+    cache = PromptCache()
+    long_prompt = [{"role": "system", "content": "s" * 2100}, {"role": "user", "content": "q"}]
+    assert cache.cached_tokens(long_prompt) == 0
+    assert cache.cached_tokens(long_prompt) == 512  # 525 tokens, rounded down to 4 * 128
+    short = [{"role": "system", "content": "s" * 1000}]
+    assert cache.cached_tokens(short) == cache.cached_tokens(short) == 0
+    user_first = [{"role": "user", "content": "s" * 2100}]
+    assert cache.cached_tokens(user_first) == cache.cached_tokens(user_first) == 0
+
+
+# --- faults and config ----------------------------------------------------------------------
+
+
+def test_scripted_fail_answers_the_first_k_calls_then_lets_through() -> None:
+    scripted = ScriptedFaults()
+    text = "please [[sim:fail=503,times=2]]"
+    digest = messages_digest([{"role": "user", "content": text}])
+    assert scripted.check(text, digest) == Fault(503, "server_error")
+    assert scripted.check(text, digest) == Fault(503, "server_error")
+    assert scripted.check(text, digest) is None
+
+
+def test_scripted_429_carries_its_retry_delay() -> None:
+    scripted = ScriptedFaults()
+    assert scripted.check("[[sim:fail=429,times=1]]", b"a") == Fault(429, "rate_limit", 200)
+    text = "[[sim:fail=429,times=1,retry_ms=1500]]"
+    assert scripted.check(text, b"b") == Fault(429, "rate_limit", 1500)
+
+
+def test_scripted_hang_and_quota_always_apply() -> None:
+    scripted = ScriptedFaults()
+    assert [scripted.check("[[sim:hang]]", b"h") for _ in range(3)] == [HANG] * 3
+    assert [scripted.check("[[sim:quota]]", b"q") for _ in range(3)] == [QUOTA] * 3
+    assert scripted.check("no marker [[sim:fail=418,times=1]]", b"x") is None
+
+
+def test_random_faults_replay_from_the_seed() -> None:
+    settings = FaultSettings(error_rate=0.3, rate_limit_rate=0.2, hang_rate=0.1)
+    first = RandomFaults(seed=7)
+    second = RandomFaults(seed=7)
+    assert [first.draw(settings) for _ in range(200)] == [second.draw(settings) for _ in range(200)]
+    assert RandomFaults(0).draw(FaultSettings()) is None
+    always = FaultSettings(error_rate=1.0)
+    always_failing = RandomFaults(1)
+    drawn = [always_failing.draw(always) for _ in range(50)]
+    assert {fault.status for fault in drawn if fault is not None} == {500, 502, 503}
+    assert None not in drawn
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"error_rate": -0.1}, {"error_rate": 0.7, "hang_rate": 0.7}, {"nope": 1}, {"latency_ms": "x"}],
+)
+def test_fault_settings_refuse_bad_values(changes: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        FaultSettings().updated(changes)
+
+
+def test_parse_model_spec() -> None:
+    assert parse_model_spec("gpt-4o:rpm=10,tpm=1000") == ModelSpec("gpt-4o", rpm=10, tpm=1000)
+    assert parse_model_spec("m:ctx=8000").context_tokens == 8000
+    assert parse_model_spec("ft:gpt-4o:org::abc") == ModelSpec("ft:gpt-4o:org::abc")
+    for bad in ("m:rpm=0", "m:speed=3", "m:rpm=x", ":rpm=3"):
+        with pytest.raises(ValueError):
+            parse_model_spec(bad)
+
+
+# --- the HTTP server ------------------------------------------------------------------------
+
+StartSimulator = Callable[..., str]
+
+
+@pytest.fixture
+def start_simulator() -> Iterator[StartSimulator]:
+    """Factory: start ``python -m simulator --port 0 *flags`` and return its base URL."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*flags: str) -> str:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "--port", "0", *flags],
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        processes.append(process)
+        assert process.stderr is not None
+        line = process.stderr.readline().decode().strip()
+        assert line.startswith("simulator ready on http://127.0.0.1:"), line
+        return line.removeprefix("simulator ready on ")
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def _chat(content: str, model: str = "gpt-4o-mini", **extra: object) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+@pytest.mark.timeout(30)
+def test_chat_completion_validates_as_openai_and_carries_headers(
+    start_simulator: StartSimulator,
+) -> None:
+    url = start_simulator("--model", "gpt-4o-mini:rpm=100,tpm=100000")
+    with httpx.Client(base_url=url) as client:
+        response = client.post("/v1/chat/completions", json=_chat("hello", max_tokens=300, n=2))
+    assert response.status_code == 200
+    completion = ChatCompletion.model_validate(response.json())
+    assert completion.model == "gpt-4o-mini"
+    assert len(completion.choices) == 2
+    assert completion.usage is not None and completion.usage.prompt_tokens == 2
+    assert response.headers["x-request-id"].startswith("req_")
+    assert response.headers["x-ratelimit-limit-requests"] == "100"
+    assert response.headers["x-ratelimit-remaining-requests"] == "99"
+    assert response.headers["x-ratelimit-limit-tokens"] == "100000"
+    assert response.headers["x-ratelimit-remaining-tokens"] == str(100000 - (2 + 300 * 2))
+    assert response.headers["x-ratelimit-reset-requests"] == "600ms"
+
+
+@pytest.mark.timeout(30)
+def test_openai_client_talks_to_the_simulator(start_simulator: StartSimulator) -> None:
+    url = start_simulator("--api-key", KEY)
+    with openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0) as client:
+        completion = client.chat.completions.create(
+            model="any-model", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert completion.choices[0].message.content
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(
+                model="any-model", messages=[{"role": "user", "content": "[[sim:quota]]"}]
+            )
+
+
+@pytest.mark.timeout(30)
+def test_wrong_api_key_gets_401_without_echoing_the_key(start_simulator: StartSimulator) -> None:
+    url = start_simulator("--api-key", KEY)
+    with httpx.Client(base_url=url) as client:
+        wrong = client.post(
+            "/v1/chat/completions", json=_chat("hi"), headers={"authorization": "Bearer sk-bad"}
+        )
+        right = client.post(
+            "/v1/chat/completions", json=_chat("hi"), headers={"authorization": f"Bearer {KEY}"}
+        )
+        models = client.get("/v1/models")
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["code"] == "invalid_api_key"
+    assert KEY not in wrong.text and "sk-bad" not in wrong.text
+    assert right.status_code == 200
+    assert models.status_code == 401
+
+
+@pytest.mark.timeout(30)
+def test_prompt_past_the_context_window_is_refused(start_simulator: StartSimulator) -> None:
+    url = start_simulator("--model", "small:ctx=10")
+    with httpx.Client(base_url=url) as client:
+        response = client.post("/v1/chat/completions", json=_chat("x" * 44, model="small"))
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "message": "This model's maximum context length is 10 tokens. "
+        "However, your messages resulted in 11 tokens.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+
+
+@pytest.mark.timeout(30)
+def test_scripted_429_then_success(start_simulator: StartSimulator) -> None:
+    url = start_simulator()
+    body = _chat("summarise [[sim:fail=429,times=1]]")
+    with httpx.Client(base_url=url) as client:
+        first = client.post("/v1/chat/completions", json=body)
+        second = client.post("/v1/chat/completions", json=body)
+    assert first.status_code == 429
+    assert first.json()["error"]["code"] == "rate_limit_exceeded"
+    assert (first.headers["retry-after"], first.headers["retry-after-ms"]) == ("1", "200")
+    assert second.status_code == 200
+
+
+@pytest.mark.timeout(30)
+def test_rpm_limit_answers_429_with_retry_after(start_simulator: StartSimulator) -> None:
+    url = start_simulator("--model", "m:rpm=2", "--period-s", "60")
+    with httpx.Client(base_url=url) as client:
+        statuses = [client.post("/v1/chat/completions", json=_chat("a", "m")) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    refused = statuses[2]
+    assert refused.json()["error"]["type"] == "requests"
+    assert 29 <= int(refused.headers["retry-after"]) <= 30  # one request refills in 30 s
+    assert 29_000 <= int(refused.headers["retry-after-ms"]) <= 30_000
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+@pytest.mark.timeout(30)
+def test_window_admissions_never_exceed_the_limit(start_simulator: StartSimulator) -> None:
+    url = start_simulator("--model", "m:rpm=3,tpm=5000", "--limiter", "window")
+    with httpx.Client(base_url=url) as client:
+        statuses = [
+            client.post("/v1/chat/completions", json=_chat(str(i), "m", max_tokens=10))
+            for i in range(6)
+        ]
+        admissions = client.get("/_sim/admissions", params={"model": "m"}).json()
+    assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429, 429]
+    assert (admissions["rpm"], admissions["tpm"], admissions["period_s"]) == (3, 5000, 60.0)
+    assert [tokens for _, tokens in admissions["admitted"]] == [11, 11, 11]
+
+
+@pytest.mark.timeout(30)
+def test_stats_count_calls_and_reset_clears_them(start_simulator: StartSimulator) -> None:
+    url = start_simulator("--model", "m")
+    with httpx.Client(base_url=url) as client:
+        client.post("/v1/chat/completions", json=_chat("abcd", "m", max_tokens=7))
+        client.post("/v1/chat/completions", json=_chat("[[sim:fail=500,times=1]]", "m"))
+        client.post("/v1/chat/completions", json=_chat("x", "unknown"))
+        stats = client.get("/_sim/stats").json()
+        client.post("/_sim/reset")
+        after = client.get("/_sim/stats").json()
+    assert stats["requests"] == 3
+    assert stats["served"] == 1
+    assert stats["by_status"] == {"200": 1, "500": 1, "404": 1}
+    assert stats["models"]["m"] == {
+        "served": 1,
+        "rate_limited": 0,
+        "prompt_tokens": 1,
+        "completion_tokens": 7,
+    }
+    assert (after["requests"], after["by_status"], after["models"]) == (0, {}, {})
+
+
+@pytest.mark.timeout(30)
+def test_models_lists_the_configured_models(start_simulator: StartSimulator) -> None:
+    url = start_simulator("--model", "a:rpm=5", "--model", "b")
+    with httpx.Client(base_url=url) as client:
+        listing = client.get("/v1/models").json()
+        unknown = client.post("/v1/chat/completions", json=_chat("x", "c"))
+    assert listing["object"] == "list"
+    assert [m["id"] for m in listing["data"]] == ["a", "b"]
+    assert listing["data"][0] == {
+        "id": "a",
+        "object": "model",
+        "created": 0,
+        "owned_by": "corral-sim",
+    }
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.timeout(30)
+def test_storm_set_at_run_time_answers_429(start_simulator: StartSimulator) -> None:
+    url = start_simulator()
+    with httpx.Client(base_url=url) as client:
+        storm = {"model": "m", "duration_s": 30, "retry_after_s": 4}
+        settings = client.post("/_sim/faults", json={"storm": storm, "latency_ms": 0})
+        stormy = client.post("/v1/chat/completions", json=_chat("x", "m"))
+        calm = client.post("/v1/chat/completions", json=_chat("x", "other"))
+        bad = client.post("/_sim/faults", json={"error_rate": 2})
+    assert settings.status_code == 200
+    assert settings.json()["storms"]["m"]["retry_after_s"] == 4
+    assert (stormy.status_code, stormy.headers["retry-after"]) == (429, "4")
+    assert calm.status_code == 200
+    assert bad.status_code == 400
+
+
+@pytest.mark.timeout(30)
+def test_malformed_requests_are_refused(start_simulator: StartSimulator) -> None:
+    url = start_simulator()
+    with httpx.Client(base_url=url) as client:
+        not_json = client.post("/v1/chat/completions", content=b"{nope")
+        streaming = client.post("/v1/chat/completions", json=_chat("x", stream=True))
+        no_messages = client.post("/v1/chat/completions", json={"model": "m", "messages": []})
+        no_route = client.get("/v1/nothing")
+    assert [r.status_code for r in (not_json, streaming, no_messages, no_route)] == [400] * 3 + [
+        404
+    ]
+    assert streaming.json()["error"]["type"] == "invalid_request_error"
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert raw.recv(65536).startswith(b"HTTP/1.1 411 ")
+
+
+@pytest.mark.timeout(30)
+def test_hang_marker_never_answers(start_simulator: StartSimulator) -> None:
+    url = start_simulator()
+    with httpx.Client(base_url=url, timeout=0.3) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/chat/completions", json=_chat("[[sim:hang]]"))
+        assert client.get("/_sim/stats").json()["hung"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_sigterm_exits_cleanly_with_a_hung_call_open() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "--port", "0", "--hang-rate", "1"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    with process.stderr:
+        url = process.stderr.readline().decode().strip().removeprefix("simulator ready on ")
+        with httpx.Client(base_url=url, timeout=0.2) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                client.post("/v1/chat/completions", content=json.dumps(_chat("x")))
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 0

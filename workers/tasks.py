@@ -1,0 +1,36 @@
+"""Celery tasks, thin as a web view: arguments are pointers, the job service does the work."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task
+from celery.exceptions import Reject
+from redis import RedisError
+
+from corral.celery_app import RUN_JOB_TASK
+from workers.app import app
+from workers.runtime import job_runner
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=RUN_JOB_TASK, bind=True)
+def run_job(self: Task, batch_id: str, custom_id: str) -> None:
+    """Run one line of a batch; a retryable failure comes back later as a new message."""
+    runner = job_runner()
+    try:
+        retry = runner.run(batch_id, custom_id, attempt=self.request.retries + 1)
+    except RedisError as err:
+        # corral's records live in Redis: without it the line cannot end, so the message goes
+        # back (or stays unacked until the visibility timeout) rather than being dropped.
+        log.warning("Redis error on %s/%s, requeueing: %s", batch_id, custom_id, err)
+        raise Reject(f"Redis error: {type(err).__name__}", requeue=True) from err
+    except Exception as err:
+        # A bug must not silently drop a line: it ends with a record that says what broke.
+        log.exception("unexpected error on %s/%s", batch_id, custom_id)
+        runner.fail_internal(batch_id, custom_id, err)
+        return
+    if retry is not None:
+        log.info("retry %s/%s in %.2f s: %s", batch_id, custom_id, retry.delay_s, retry.reason)
+        raise self.retry(countdown=retry.delay_s, max_retries=None)
