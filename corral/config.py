@@ -168,7 +168,8 @@ def parse_config(data: dict[str, Any], source: str = "") -> CorralConfig:
         router = data.get("router", {})
         router = {**router, "rules": [{"name": f"rule-{i + 1}", **rule}
                                       for i, rule in enumerate(router.get("rules", []))]}
-        return CorralConfig(source=source, providers=providers, models=models, router=router)
+        return CorralConfig.model_validate({"source": source, "providers": providers,
+                                            "models": models, "router": router})
     except (ValidationError, ValueError, AttributeError, TypeError) as err:
         raise ConfigError(f"{source or 'config'}: {err}") from err
 

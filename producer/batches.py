@@ -30,12 +30,12 @@ def create_batch(client: redis.Redis, *, total: int, models: list[str], input_fi
     batch_id = new_batch_id()
     now = int(time.time())
     created_at = created_at or now
-    meta = {"id": batch_id, "status": "in_progress", "created_at": created_at,
+    meta: dict[str, str | int] = {"id": batch_id, "status": "in_progress", "created_at": created_at,
             "in_progress_at": now, "completion_window": completion_window, "total": total,
             "completed": 0, "failed": 0, "enqueued": 0, "models": json.dumps(models),
             "input_file": input_file}
     pipe = client.pipeline()
-    pipe.hset(BatchKeys(batch_id).meta, mapping=meta)
+    pipe.hset(BatchKeys(batch_id).meta, mapping=meta)  # type: ignore[arg-type]
     pipe.zadd(BATCH_INDEX, {batch_id: created_at})
     pipe.execute()
     return batch_id
@@ -47,7 +47,7 @@ def read_batch(client: redis.Redis, batch_id: str) -> dict[str, Any]:
     Raises:
         BatchNotFoundError: no such batch.
     """
-    meta = client.hgetall(BatchKeys(batch_id).meta)
+    meta: dict[str, str] = client.hgetall(BatchKeys(batch_id).meta)  # type: ignore[assignment]
     if not meta:
         raise BatchNotFoundError(f"no batch {batch_id!r}")
     return batch_object(meta)
@@ -71,7 +71,7 @@ def batch_object(meta: dict[str, str]) -> dict[str, Any]:
 
 def list_batches(client: redis.Redis, limit: int = 50) -> list[dict[str, Any]]:
     """The newest batches first."""
-    ids = client.zrevrange(BATCH_INDEX, 0, limit - 1)
+    ids: list[str] = client.zrevrange(BATCH_INDEX, 0, limit - 1)  # type: ignore[assignment]
     pipe = client.pipeline()
     for batch_id in ids:
         pipe.hgetall(BatchKeys(batch_id).meta)

@@ -18,9 +18,13 @@ from producer.costs import CostReport, CostTotals
 POLL_INTERVAL_S = 0.25
 
 
+WIDE_COLUMNS = 160
+
+
 def stdout_console() -> Console:
-    """Where a command's answer goes."""
-    return Console(soft_wrap=True)
+    """Where a command's answer goes; wide when piped, so tables are not cut at 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=WIDE_COLUMNS)
 
 
 def stderr_console() -> Console:
@@ -36,7 +40,7 @@ def cost_table(report: CostReport, title: str = "Cost") -> Table:
     """Per-model rows and a total row."""
     table = Table(title=title)
     for header in ("model", "requests", "input tok", "cached tok", "output tok", "cost",
-                   "list cost", "savings", "unproductive"):
+                   "list-price cost", "savings", "unproductive"):
         table.add_column(header, justify="left" if header == "model" else "right")
 
     def row(name: str, totals: CostTotals, style: str | None = None) -> None:

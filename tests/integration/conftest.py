@@ -88,12 +88,13 @@ def start_workers(tmp_path: Path, corral_env) -> Iterator[Callable[..., list[Chi
 def corral(corral_env) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the `corral` CLI as a user would, in a subprocess."""
 
-    def run(*args: str, config: Path | None = None,
-            timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, config: Path | None = None, env_extra: dict[str, str] | None = None,
+            cwd: Path | None = None, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
         env = dict(corral_env)
         if config is not None:
             env["CORRAL_CONFIG"] = str(config)
-        return subprocess.run([sys.executable, "-m", "producer", *args], env=env,
+        env.update(env_extra or {})
+        return subprocess.run([sys.executable, "-m", "producer", *args], env=env, cwd=cwd,
                               capture_output=True, text=True, timeout=timeout_s, check=False)
 
     return run
