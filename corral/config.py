@@ -89,6 +89,14 @@ class ModelConfig(_Strict):
         return self.list_price or self.price
 
 
+class RateScope(_Strict):
+    """What one provider limits as a unit: (provider, upstream model), with its limits."""
+
+    name: str
+    rpm: int
+    tpm: int
+
+
 class RouterRule(_Strict):
     name: str
     model: str
@@ -144,6 +152,20 @@ class CorralConfig(_Strict):
     def provider_of(self, model: ModelConfig) -> ProviderConfig:
         """The provider that serves `model`."""
         return self.providers[model.provider]
+
+    @cached_property
+    def _scopes(self) -> dict[tuple[str, str], RateScope]:
+        # Two configured names with one upstream share the provider's limit: the smaller wins.
+        grouped: dict[tuple[str, str], list[ModelConfig]] = {}
+        for model in self.models.values():
+            grouped.setdefault((model.provider, model.upstream), []).append(model)
+        return {key: RateScope(name=f"{key[0]}:{key[1]}", rpm=min(m.rpm for m in models),
+                               tpm=min(m.tpm for m in models))
+                for key, models in grouped.items()}
+
+    def scope_of(self, model: ModelConfig) -> RateScope:
+        """The rate-limit scope `model` is counted in."""
+        return self._scopes[(model.provider, model.upstream)]
 
     @cached_property
     def price_version(self) -> str:

@@ -8,6 +8,11 @@ PREFIX = "corral"
 BATCH_INDEX = f"{PREFIX}:batches"  # sorted set: batch id scored by created_at (s)
 
 
+def bucket_key(scope: str) -> str:
+    """Hash: the fleet-wide RPM/TPM buckets and cooldown of one rate-limit scope."""
+    return f"{PREFIX}:bucket:{scope}"
+
+
 @dataclass(frozen=True)
 class BatchKeys:
     """The keys of one batch. The `{id}` hash tag keeps a batch on one Redis Cluster slot."""

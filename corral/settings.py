@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import model_validator
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corral.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -15,8 +18,8 @@ class Settings(BaseSettings):
 
     Timing defaults are chosen so that a job lost with its worker comes back (after the broker's
     visibility timeout) only once no live worker can still be working on it: a prefetched job
-    waits at most one request deadline for its slot, then may back off for the longest retry
-    delay, then runs for at most one request deadline.
+    waits at most one job for its slot, then may back off for the longest retry delay, then
+    runs one job: a wait for rate-limit capacity plus one request deadline.
     """
 
     model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
@@ -32,6 +35,12 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = 3600.0
     connect_timeout_s: float = 10.0
 
+    # The fleet-wide buckets ("shared"), one bucket per worker process at the full limit
+    # ("local", only to show what per-worker limiting does), or none ("off").
+    rate_limiter: Literal["shared", "local", "off"] = "shared"
+    rate_period_s: float = 60.0
+    max_capacity_wait_s: float = 300.0
+
     @property
     def effective_broker_url(self) -> str:
         """The Celery broker: CORRAL_BROKER_URL, else the Redis that holds corral's state."""
@@ -40,25 +49,40 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_timing(self) -> Settings:
         for name in ("request_deadline_s", "max_retry_delay_s", "retry_base_delay_s",
-                     "visibility_timeout_s", "connect_timeout_s"):
+                     "visibility_timeout_s", "connect_timeout_s", "rate_period_s",
+                     "max_capacity_wait_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"CORRAL_{name.upper()} must be positive")
         if self.max_attempts < 1:
             raise ValueError("CORRAL_MAX_ATTEMPTS must be at least 1")
         if self.retry_base_delay_s > self.max_retry_delay_s:
             raise ValueError("CORRAL_RETRY_BASE_DELAY_S must not exceed CORRAL_MAX_RETRY_DELAY_S")
-        needed_s = 2 * self.request_deadline_s + self.max_retry_delay_s
+        job_s = self.max_capacity_wait_s + self.request_deadline_s
+        needed_s = 2 * job_s + self.max_retry_delay_s
         if self.visibility_timeout_s <= needed_s:
             raise ValueError(
                 f"CORRAL_VISIBILITY_TIMEOUT_S={self.visibility_timeout_s:g} must exceed prefetch "
-                f"wait + longest retry delay + request deadline "
-                f"(2 x {self.request_deadline_s:g} + {self.max_retry_delay_s:g} = {needed_s:g} s), "
-                "or a live job would be delivered twice"
+                "wait + longest retry delay + one job (capacity wait + request deadline): "
+                f"2 x ({self.max_capacity_wait_s:g} + {self.request_deadline_s:g}) + "
+                f"{self.max_retry_delay_s:g} = {needed_s:g} s, or a live job would be "
+                "delivered twice"
             )
         return self
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read once from the environment."""
-    return Settings()
+    """The process's settings, read once from the environment.
+
+    Raises:
+        ConfigError: one line per refused value, without pydantic's decoration.
+    """
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"CORRAL_{where.upper()}: {message}" if where else message)
+        raise ConfigError("bad settings: " + "; ".join(problems)) from None

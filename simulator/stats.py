@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import time
+from collections.abc import Callable
 from typing import Any
 
 # Enough for long benchmarks; older admissions drop off first.
@@ -21,9 +23,16 @@ class ModelCounters:
 
 
 class Stats:
-    """Every chat call's status, per-model totals, and each admission's time and charge."""
+    """Every chat call's status, per-model totals, and each admission's time and charge.
 
-    def __init__(self) -> None:
+    ``first_request_ms`` and ``last_response_ms`` are wall-clock (``wall_clock_s() * 1000``) so
+    a benchmark can time a batch end to end at the server.
+    """
+
+    def __init__(self, wall_clock_s: Callable[[], float] = time.time) -> None:
+        self._wall_clock_s = wall_clock_s
+        self.first_request_ms: float | None = None
+        self.last_response_ms: float | None = None
         self.requests = 0
         self.hung = 0
         self.by_status: collections.Counter[str] = collections.Counter()
@@ -36,12 +45,18 @@ class Stats:
             counters = self.models[name] = ModelCounters()
         return counters
 
+    def record_arrival(self) -> None:
+        """Note that a chat call arrived; only the first arrival's time is kept."""
+        if self.first_request_ms is None:
+            self.first_request_ms = self._wall_clock_s() * 1000
+
     def record_call(self, status: int | None, model: str | None) -> None:
-        """Count one chat call; ``status`` None means it hung without an answer."""
+        """Count one chat call as it is answered; ``status`` None means it hung."""
         self.requests += 1
         if status is None:
             self.hung += 1
             return
+        self.last_response_ms = self._wall_clock_s() * 1000
         self.by_status[str(status)] += 1
         if model is not None and status == 429:
             self._model(model).rate_limited += 1
@@ -72,5 +87,7 @@ class Stats:
             "served": served,
             "hung": self.hung,
             "by_status": dict(self.by_status),
+            "first_request_ms": self.first_request_ms,
+            "last_response_ms": self.last_response_ms,
             "models": {name: dataclasses.asdict(c) for name, c in self.models.items()},
         }

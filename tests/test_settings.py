@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from corral.settings import Settings
+from corral.errors import ConfigError
+from corral.settings import Settings, get_settings
 
 
 def test_defaults_pass_the_visibility_check() -> None:
@@ -28,3 +29,13 @@ def test_broker_defaults_to_the_redis_url(monkeypatch) -> None:
     assert Settings().effective_broker_url == "redis://example:1/2"
     monkeypatch.setenv("CORRAL_BROKER_URL", "amqp://guest@localhost//")
     assert Settings().effective_broker_url == "amqp://guest@localhost//"
+
+
+def test_get_settings_reports_refusals_in_one_clean_line(monkeypatch) -> None:
+    monkeypatch.setenv("CORRAL_MAX_ATTEMPTS", "0")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"^bad settings: CORRAL_MAX_ATTEMPTS must be"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()

@@ -12,13 +12,15 @@ from typing import Any
 import redis
 
 from corral.config import CorralConfig, ModelConfig
-from corral.errors import PermanentError, ProviderError, RetryableError
+from corral.errors import PermanentError, ProviderError, RateLimitedError, RetryableError
 from corral.pricing import Usage, cost_and_list_cost
 from corral.records import OutcomeStore, error_record, result_record
 from corral.redis_keys import BatchKeys
 from corral.settings import Settings
+from corral.tokens import reservation_tokens
 from workers.backoff import backoff_delay_s
 from workers.provider_client import Completion, ProviderClient
+from workers.rate_limiter import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +37,10 @@ class JobRunner:
     """Runs lines of any batch; one per worker process, shared by its task slots."""
 
     def __init__(self, *, config: CorralConfig, client: redis.Redis, outcomes: OutcomeStore,
-                 provider_client: ProviderClient, settings: Settings,
+                 provider_client: ProviderClient, limiter: RateLimiter, settings: Settings,
                  rng: random.Random | None = None) -> None:
         self._config = config
+        self._limiter = limiter
         self._client = client
         self._outcomes = outcomes
         self._provider_client = provider_client
@@ -60,9 +63,8 @@ class JobRunner:
             self._fail(batch_id, custom_id, "invalid_request",
                        f"model {job['model']!r} is no longer configured on this worker", route)
             return None
-        provider = self._config.provider_of(model)
         try:
-            completion = self._provider_client.complete(provider, job["body"])
+            completion = self._call(model, job["body"])
         except PermanentError as err:
             self._fail_with(batch_id, custom_id, err, route, attempt)
             return None
@@ -76,6 +78,19 @@ class JobRunner:
             return RetryLater(delay_s, f"{type(err).__name__}: {err.message}")
         self._succeed(batch_id, custom_id, model, completion, route, attempt)
         return None
+
+    def _call(self, model: ModelConfig, body: dict[str, Any]) -> Completion:
+        """One provider call inside the scope's shared limits."""
+        scope = self._config.scope_of(model)
+        tokens = reservation_tokens(body, model.default_max_tokens)
+        self._limiter.acquire(scope, tokens)
+        try:
+            completion = self._provider_client.complete(self._config.provider_of(model), body)
+        except RateLimitedError as err:
+            self._limiter.rejected(scope, tokens, err.retry_after_s)
+            raise
+        self._limiter.admitted(scope, completion.headers)
+        return completion
 
     def fail_internal(self, batch_id: str, custom_id: str, err: Exception) -> None:
         """End a line that hit a bug in corral with an `internal_error` record."""

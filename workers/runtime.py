@@ -11,8 +11,10 @@ from corral.config import find_config_path, load_config
 from corral.records import OutcomeStore
 from corral.redis_client import connect
 from corral.settings import get_settings
+from workers.buckets import BucketStore, LocalBucketStore, RedisBucketStore, UnlimitedBucketStore
 from workers.job import JobRunner
 from workers.provider_client import ProviderClient
+from workers.rate_limiter import RateLimiter
 
 _lock = threading.Lock()
 _runner: JobRunner | None = None
@@ -37,8 +39,16 @@ def _build_runner() -> JobRunner:
     http = httpx.Client(limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
     provider_client = ProviderClient(http, deadline_s=settings.request_deadline_s,
                                      connect_timeout_s=settings.connect_timeout_s)
+    store: BucketStore
+    if settings.rate_limiter == "shared":
+        store = RedisBucketStore(client, period_s=settings.rate_period_s)
+    elif settings.rate_limiter == "local":
+        store = LocalBucketStore(period_s=settings.rate_period_s)
+    else:
+        store = UnlimitedBucketStore()
+    limiter = RateLimiter(store, max_wait_s=settings.max_capacity_wait_s)
     return JobRunner(config=config, client=client, outcomes=OutcomeStore(client),
-                     provider_client=provider_client, settings=settings)
+                     provider_client=provider_client, limiter=limiter, settings=settings)
 
 
 def _forget_after_fork() -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks that run corral end to end against the bundled provider simulator."""

@@ -1,0 +1,125 @@
+"""The waiting policy over a bucket store: fake store, fake clock, fake sleep."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from corral.config import RateScope
+from corral.errors import InvalidRequestError
+from workers.buckets import Decision
+from workers.rate_limit_headers import Remaining, parse_remaining
+from workers.rate_limiter import CapacityWaitExceededError, RateLimiter
+
+SCOPE = RateScope(name="p:m", rpm=100, tpm=10_000)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now_s += seconds
+
+
+class ScriptedStore:
+    """Answers acquire from a list; records settle calls."""
+
+    def __init__(self, *decisions: Decision) -> None:
+        self.decisions = list(decisions)
+        self.settled: list[dict] = []
+
+    def acquire(self, scope, tokens, now_ms=None) -> Decision:
+        return self.decisions.pop(0) if self.decisions else Decision(allowed=True)
+
+    def settle(self, scope, **kwargs) -> None:
+        self.settled.append(kwargs)
+
+
+def limiter_for(store, clock: FakeClock, max_wait_s: float = 60.0) -> RateLimiter:
+    return RateLimiter(store, max_wait_s=max_wait_s, sleep=clock.sleep, clock=clock,
+                       rng=random.Random(3))
+
+
+def test_waits_what_the_store_says_plus_a_little_jitter_then_takes() -> None:
+    clock = FakeClock()
+    store = ScriptedStore(Decision(False, wait_ms=200), Decision(False, wait_ms=50))
+    waited_s = limiter_for(store, clock).acquire(SCOPE, 10)
+    assert len(clock.slept) == 2
+    assert 0.2 <= clock.slept[0] <= 0.22 and 0.05 <= clock.slept[1] <= 0.055
+    assert waited_s == pytest.approx(sum(clock.slept))
+
+
+def test_gives_up_rather_than_wait_past_the_limit() -> None:
+    clock = FakeClock()
+    store = ScriptedStore(*[Decision(False, wait_ms=4000)] * 10)
+    with pytest.raises(CapacityWaitExceededError):
+        limiter_for(store, clock, max_wait_s=10).acquire(SCOPE, 10)
+    assert clock.now_s <= 10
+
+
+def test_a_request_that_never_fits_is_permanent() -> None:
+    with pytest.raises(InvalidRequestError, match="allows 10000"):
+        limiter_for(ScriptedStore(Decision(False, never=True)), FakeClock()).acquire(SCOPE, 10**6)
+
+
+def test_a_429_refunds_tokens_and_starts_a_shared_cooldown() -> None:
+    store = ScriptedStore()
+    limiter = limiter_for(store, FakeClock())
+    limiter.rejected(SCOPE, 321, retry_after_s=2.5)
+    limiter.rejected(SCOPE, 7, retry_after_s=None)
+    assert store.settled == [{"refund_tokens": 321, "cooldown_ms": 2500},
+                             {"refund_tokens": 7, "cooldown_ms": 1000}]
+
+
+def test_provider_headers_tighten_only_when_nearly_empty() -> None:
+    store = ScriptedStore()
+    limiter = limiter_for(store, FakeClock())
+    limiter.admitted(SCOPE, {"x-ratelimit-remaining-requests": "50",
+                             "x-ratelimit-remaining-tokens": "5000"})
+    limiter.admitted(SCOPE, {})
+    limiter.admitted(SCOPE, {"x-ratelimit-remaining-tokens": "12"})
+    assert store.settled == [{"remaining_requests": None, "remaining_tokens": 12}]
+
+
+def test_one_poller_per_scope_per_process() -> None:
+    inside = threading.Semaphore(1)
+    overlaps: list[bool] = []
+
+    class CountingStore(ScriptedStore):
+        def acquire(self, scope, tokens, now_ms=None) -> Decision:
+            overlaps.append(not inside.acquire(blocking=False))
+            try:
+                return Decision(allowed=True)
+            finally:
+                inside.release()
+
+    limiter = RateLimiter(CountingStore(), max_wait_s=5)
+    threads = [threading.Thread(target=lambda: [limiter.acquire(SCOPE, 1) for _ in range(200)])
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(overlaps) == 1600 and not any(overlaps)
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"x-ratelimit-remaining-requests": "59", "x-ratelimit-remaining-tokens": "149984"},
+     Remaining(59, 149984)),
+    ({"x-ratelimit-remaining-requests": " 3 "}, Remaining(3, None)),
+    ({"x-ratelimit-remaining-requests": "-1", "x-ratelimit-remaining-tokens": "lots"},
+     Remaining(None, None)),
+    ({"x-ratelimit-remaining-tokens": "1.5"}, Remaining(None, None)),
+    ({"x-ratelimit-remaining-tokens": ""}, Remaining(None, None)),
+    ({}, Remaining(None, None)),
+])
+def test_parse_remaining_headers(headers: dict[str, str], expected: Remaining) -> None:
+    assert parse_remaining(headers) == expected
