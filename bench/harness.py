@@ -8,6 +8,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -16,19 +17,20 @@ import httpx
 import redis
 
 from corral.redis_keys import BatchKeys
-from producer.batches import is_terminal
+from producer.batches import is_terminal, read_batch
 from producer.local_stack import SIM_READY, ChildProcess, worker_command
-from producer.views import wait_for_batch
 
 MODEL = "bench"
 UPSTREAM = "bench-up"
 KEY_ENV = "CORRAL_BENCH_SIM_KEY"
 SUBMIT_TIMEOUT_S = 300.0
+POLL_INTERVAL_S = 0.5
 WORKER_READY = re.compile(rb"\bready\b")
+MAX_RETRY_DELAY_S = 20.0
 # Shorter than corral's defaults so a retried line comes back within a few limiter periods.
 RETRY_ENV = {
     "CORRAL_RETRY_BASE_DELAY_S": "0.5",
-    "CORRAL_MAX_RETRY_DELAY_S": "20",
+    "CORRAL_MAX_RETRY_DELAY_S": f"{MAX_RETRY_DELAY_S:g}",
     "CORRAL_MAX_ATTEMPTS": "30",
 }
 
@@ -65,6 +67,11 @@ class Scenario:
     jitter_ms: float
     run_timeout_s: float
 
+    @property
+    def stall_s(self) -> float:
+        """How long a live run can go without a new call or record: two periods + a backoff."""
+        return 2 * self.period_s + MAX_RETRY_DELAY_S
+
 
 @dataclasses.dataclass(frozen=True)
 class RunCounts:
@@ -76,7 +83,7 @@ class RunCounts:
     lines: int
     terminal: int  # lines with their one terminal record
     failed: int
-    finished: bool  # False when the run hit its timeout
+    unfinished: str  # "" when the batch ended, else "timeout" or "stalled"
 
 
 def child_env(scenario: Scenario, *, mode: str, config_path: Path, api_key: str) -> dict[str, str]:
@@ -130,8 +137,34 @@ def submit(batch_file: Path, env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
+def wait_for_end(client: redis.Redis, batch_id: str, stats_url: str, *, timeout_s: float,
+                 stall_s: float) -> tuple[dict[str, Any], str]:
+    """Poll until the batch ends; returns it and "" (ended), "timeout" or "stalled".
+
+    A run stalls when for ``stall_s`` no line ends and the simulator gets no call: lines
+    that lost their job would otherwise hold the run until its timeout.
+    """
+    deadline_s = time.monotonic() + timeout_s
+    progress: tuple[int, int] | None = None
+    progress_at_s = time.monotonic()
+    while True:
+        batch = read_batch(client, batch_id)
+        if is_terminal(batch):
+            return batch, ""
+        counts = batch["request_counts"]
+        calls = httpx.get(stats_url, timeout=10.0).json()["requests"]
+        now_s = time.monotonic()
+        if (counts["completed"] + counts["failed"], calls) != progress:
+            progress, progress_at_s = (counts["completed"] + counts["failed"], calls), now_s
+        elif now_s - progress_at_s > stall_s:
+            return batch, "stalled"
+        if now_s > deadline_s:
+            return batch, "timeout"
+        time.sleep(POLL_INTERVAL_S)
+
+
 def read_counts(client: redis.Redis, batch_id: str, batch: dict[str, Any],
-                stats: dict[str, Any]) -> RunCounts:
+                stats: dict[str, Any], unfinished: str) -> RunCounts:
     """The run's numbers from the final batch, its outcome hash and the simulator's stats."""
     first_ms, last_ms = stats.get("first_request_ms"), stats.get("last_response_ms")
     wall_s = (last_ms - first_ms) / 1000 if first_ms is not None and last_ms is not None else None
@@ -139,7 +172,7 @@ def read_counts(client: redis.Redis, batch_id: str, batch: dict[str, Any],
     return RunCounts(
         wall_s=wall_s, calls=stats["requests"], rate_limited=stats["by_status"].get("429", 0),
         lines=counts["total"], terminal=int(client.hlen(BatchKeys(batch_id).outcomes)),
-        failed=counts["failed"], finished=is_terminal(batch))
+        failed=counts["failed"], unfinished=unfinished)
 
 
 def run_once(scenario: Scenario, *, mode: str, limiter: str, processes: int, batch_file: Path,
@@ -164,7 +197,9 @@ def run_once(scenario: Scenario, *, mode: str, limiter: str, processes: int, bat
         for worker in workers:
             worker.wait_for(WORKER_READY)
         batch_id = submit(batch_file, env)
-        batch = wait_for_batch(client, batch_id, show_progress=False,
-                               timeout_s=scenario.run_timeout_s)
-        stats = httpx.get(f"{base_url}/_sim/stats", timeout=10.0).json()
-        return read_counts(client, batch_id, batch, stats)
+        stats_url = f"{base_url}/_sim/stats"
+        batch, unfinished = wait_for_end(client, batch_id, stats_url,
+                                         timeout_s=scenario.run_timeout_s,
+                                         stall_s=scenario.stall_s)
+        stats = httpx.get(stats_url, timeout=10.0).json()
+        return read_counts(client, batch_id, batch, stats, unfinished)

@@ -13,6 +13,9 @@ workers and an empty Redis database 12 (only that database is ever flushed). Per
 - the 429s the simulator answered, as a share of all chat calls and of the batch's lines;
 - lines lost (no terminal record when the run ended) and lines failed (an error record).
 
+A run whose batch does not end is cut at ``--run-timeout-s`` or when nothing moves for two
+periods plus the longest backoff; its row says "timeout" or "stalled" and has no efficiency.
+
 ``--rpm`` and ``--tpm`` are per 60 s; each period of ``--period-s`` allows its share of them, so
 ``--requests 500 --period-s 10`` is the full benchmark's shape six times faster.
 
@@ -121,14 +124,16 @@ def make_row(mode: str, limiter: str, processes: int, least_s: float, median_lat
         return RunRow(mode, limiter, processes, least_s, None, None, None, None, None, None,
                       None, None, note or "error")
     wall_s = counts.wall_s
+    # A batch that did not end has no end-to-end time to compare with.
+    ended = not counts.unfinished
     return RunRow(
         mode, limiter, processes, least_s, wall_s,
-        efficiency=(least_s + median_latency_s) / wall_s if wall_s else None,
+        efficiency=(least_s + median_latency_s) / wall_s if wall_s and ended else None,
         calls=counts.calls, rate_limited=counts.rate_limited,
         share_of_calls=counts.rate_limited / counts.calls if counts.calls else None,
         share_of_lines=counts.rate_limited / counts.lines if counts.lines else None,
         lost=counts.lines - counts.terminal, failed=counts.failed,
-        note=note or ("" if counts.finished else "timeout"))
+        note=note or counts.unfinished)
 
 
 def _cell(value: Any, kind: str) -> str:

@@ -82,7 +82,8 @@ def demo(session: Session, out_dir: Path, latency_ms: int) -> None:
                     "--latency-jitter-ms", str(latency_ms // 4)]
         for model in models:
             sim_args += ["--model", f"{model.upstream}:rpm={model.rpm},tpm={model.tpm},"
-                                    f"ctx={model.context_window}"]
+                                    f"ctx={model.context_window},"
+                                    f"max_tokens={model.default_max_tokens}"]
         base_url = stack.start_simulator(sim_args)
         config_path = out_dir / "corral.toml"
         config_path.write_text(config_text.replace(EXAMPLE_BASE_URL, f"{base_url}/v1"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 from redis import RedisError
 
 from corral.celery_app import RUN_JOB_TASK
@@ -15,7 +15,9 @@ from workers.runtime import job_runner
 log = logging.getLogger(__name__)
 
 
-@app.task(name=RUN_JOB_TASK, bind=True)
+# max_retries=None: corral counts attempts itself (CORRAL_MAX_ATTEMPTS) and ends every line
+# with a record; Celery's own cap (3 by default) would drop a line without one.
+@app.task(name=RUN_JOB_TASK, bind=True, max_retries=None)
 def run_job(self: Task, batch_id: str, custom_id: str) -> None:
     """Run one line of a batch; a retryable failure comes back later as a new message."""
     runner = job_runner()
@@ -33,4 +35,11 @@ def run_job(self: Task, batch_id: str, custom_id: str) -> None:
         return
     if retry is not None:
         log.info("retry %s/%s in %.2f s: %s", batch_id, custom_id, retry.delay_s, retry.reason)
-        raise self.retry(countdown=retry.delay_s, max_retries=None)
+        try:
+            self.retry(countdown=retry.delay_s)
+        except Retry:
+            raise
+        except Exception as err:
+            # The retry message could not be sent: put this one back rather than ack it.
+            log.warning("could not schedule the retry of %s/%s: %s", batch_id, custom_id, err)
+            raise Reject(f"retry not sent: {type(err).__name__}", requeue=True) from err

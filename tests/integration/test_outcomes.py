@@ -92,3 +92,23 @@ def test_a_missing_key_variable_is_named_in_the_error(tmp_path: Path, redis_clie
     error = outcomes(redis_client, batch_id)["a"]["error"]
     assert error["code"] == "authentication_error"
     assert "CORRAL_TEST_SIM_KEY is not set" in error["message"]
+
+
+def test_a_line_may_use_every_configured_attempt(tmp_path: Path, redis_client, write_config,
+                                                 start_simulator, start_workers,
+                                                 corral) -> None:
+    """Celery caps retries at 3 unless told otherwise; corral's own cap must be the one."""
+    sim = start_simulator()
+    config = write_config(f"{sim.base_url}/v1")
+    batch_file = write_jsonl(tmp_path / "b.jsonl", [
+        request("five-failures", "small", "[[sim:fail=500,times=5]]"),
+        request("seven-failures", "small", "[[sim:fail=502,times=7]]")])
+    batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
+    start_workers(config, ["corral.small"], env={"CORRAL_MAX_ATTEMPTS": "6"})
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    records = outcomes(redis_client, batch_id)
+    assert records["five-failures"]["error"] is None
+    assert ledger(redis_client, batch_id)[0]["attempt"] == 6
+    assert records["seven-failures"]["error"]["code"] == "server_error_exhausted"
+    assert sim.stats()["by_status"]["502"] == 6
