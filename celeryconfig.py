@@ -6,8 +6,16 @@ _settings = get_settings()
 
 broker_url = _settings.effective_broker_url
 broker_connection_retry_on_startup = True
-# A job lost with its worker comes back after this long; see corral.settings for the check.
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_s}
+# A job lost with its worker comes back after the visibility timeout (see corral.settings for
+# the check against the other timings); kombu looks for such jobs every restore interval
+# (its default, 10 s x a throttle of 10, would add up to 100 s to every recovery).
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout_s,
+    "unacked_restore_interval": max(1, min(10, int(_settings.visibility_timeout_s / 10))),
+    "unacked_restore_throttle": 1,
+    "socket_timeout": 30,
+    "socket_connect_timeout": 5,
+}
 
 task_serializer = "json"
 accept_content = ["json"]
@@ -29,3 +37,8 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 task_default_queue = "corral.default"
+
+# Warm shutdown (SIGTERM) lets running jobs finish; corral ends its waits for rate-limit
+# capacity at once and hands those jobs back, so a stop takes at most one request deadline.
+# A cold shutdown (SIGQUIT) first allows the same time, then requeues what still runs.
+worker_soft_shutdown_timeout = _settings.request_deadline_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import uuid
 from typing import Any
@@ -39,28 +40,48 @@ def error_record(custom_id: str, *, code: str, message: str,
     return record
 
 
+class Written(enum.IntEnum):
+    """What `OutcomeStore.record` did."""
+
+    STARTED = -1  # not written: the line has started (only_unstarted)
+    DUPLICATE = 0  # not written: the line already had its record
+    NEW = 1  # written: this is the line's terminal record
+
+
+DEFAULT_RETENTION_S = 7 * 24 * 3600
+
+
 class OutcomeStore:
     """Writes each line's terminal record exactly once, and every billed call to the ledger."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, retention_s: int = DEFAULT_RETENTION_S) -> None:
         self._client = client
+        self._retention_s = retention_s
         self._record_outcome = lua_scripts.register(client, "record_outcome")
 
     def record(self, batch_id: str, record: dict[str, Any], *,
-               ledger_entry: dict[str, Any] | None = None) -> bool:
+               ledger_entry: dict[str, Any] | None = None,
+               only_unstarted: bool = False) -> Written:
         """Store `record` unless the line already has one; log `ledger_entry` either way.
 
-        Returns:
-            True when this call wrote the line's record, False for a duplicate.
+        Args:
+            batch_id: the batch.
+            record: the terminal record; its `error` decides completed or failed.
+            ledger_entry: the cost record of the call that produced it, if it was billed.
+            only_unstarted: write only if no attempt of the line was ever started (so a
+                cancel or an expiry never races a worker already calling the provider).
         """
         keys = BatchKeys(batch_id)
+        custom_id = record["custom_id"]
         counter = "failed" if record.get("error") else "completed"
         entry = json.dumps(ledger_entry, separators=(",", ":")) if ledger_entry else ""
         wrote = self._record_outcome(
-            keys=[keys.outcomes, keys.done, keys.meta, keys.ledger],
-            args=[record["custom_id"], json.dumps(record, separators=(",", ":")), counter, entry],
+            keys=[keys.outcomes, keys.done, keys.meta, keys.ledger, keys.seq, keys.attempts,
+                  keys.lease(custom_id), *keys.all()],
+            args=[custom_id, json.dumps(record, separators=(",", ":")), counter, entry,
+                  self._retention_s, "1" if only_unstarted else ""],
         )
-        return bool(wrote)
+        return Written(int(wrote))
 
     def has_outcome(self, batch_id: str, custom_id: str) -> bool:
         """Whether the line already ended, so a redelivered job need not call the provider."""

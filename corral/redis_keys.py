@@ -13,6 +13,11 @@ def bucket_key(scope: str) -> str:
     return f"{PREFIX}:bucket:{scope}"
 
 
+def circuit_key(provider: str) -> str:
+    """String (JSON {code, message}, with a TTL): the provider refused our key or quota."""
+    return f"{PREFIX}:circuit:{provider}"
+
+
 @dataclass(frozen=True)
 class BatchKeys:
     """The keys of one batch. The `{id}` hash tag keeps a batch on one Redis Cluster slot."""
@@ -53,6 +58,31 @@ class BatchKeys:
         """List: one cost record per billed provider call, duplicates included."""
         return f"{self._base}:ledger"
 
+    @property
+    def seq(self) -> str:
+        """Hash: custom_id → its position in `done` (a retried line's newest position)."""
+        return f"{self._base}:seq"
+
+    @property
+    def attempts(self) -> str:
+        """Hash: custom_id → attempts started (a line with none has never been started)."""
+        return f"{self._base}:attempts"
+
+    @property
+    def history(self) -> str:
+        """List: terminal records replaced by `corral retry`, oldest first."""
+        return f"{self._base}:history"
+
+    def lease(self, custom_id: str) -> str:
+        """String with a TTL: the worker running this line now."""
+        return f"{self._base}:lease:{custom_id}"
+
+    @property
+    def lease_pattern(self) -> str:
+        """SCAN pattern of the batch's leases."""
+        return f"{self._base}:lease:*"
+
     def all(self) -> tuple[str, ...]:
-        """Every key of the batch, for retention and deletion."""
-        return (self.meta, self.bodies, self.order, self.outcomes, self.done, self.ledger)
+        """Every long-lived key of the batch (leases expire by themselves)."""
+        return (self.meta, self.bodies, self.order, self.outcomes, self.done, self.ledger,
+                self.seq, self.attempts, self.history)

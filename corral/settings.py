@@ -38,8 +38,16 @@ class Settings(BaseSettings):
     # The fleet-wide buckets ("shared"), one bucket per worker process at the full limit
     # ("local", only to show what per-worker limiting does), or none ("off").
     rate_limiter: Literal["shared", "local", "off"] = "shared"
+    # Batch data lives this long after the batch ends; an open circuit this long.
+    retention_s: int = 7 * 24 * 3600
+    circuit_open_s: float = 300.0
     rate_period_s: float = 60.0
     max_capacity_wait_s: float = 300.0
+
+    @property
+    def job_s(self) -> float:
+        """The longest one attempt of a job can hold its slot: capacity wait + deadline."""
+        return self.max_capacity_wait_s + self.request_deadline_s
 
     @property
     def effective_broker_url(self) -> str:
@@ -50,15 +58,14 @@ class Settings(BaseSettings):
     def _check_timing(self) -> Settings:
         for name in ("request_deadline_s", "max_retry_delay_s", "retry_base_delay_s",
                      "visibility_timeout_s", "connect_timeout_s", "rate_period_s",
-                     "max_capacity_wait_s"):
+                     "max_capacity_wait_s", "retention_s", "circuit_open_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"CORRAL_{name.upper()} must be positive")
         if self.max_attempts < 1:
             raise ValueError("CORRAL_MAX_ATTEMPTS must be at least 1")
         if self.retry_base_delay_s > self.max_retry_delay_s:
             raise ValueError("CORRAL_RETRY_BASE_DELAY_S must not exceed CORRAL_MAX_RETRY_DELAY_S")
-        job_s = self.max_capacity_wait_s + self.request_deadline_s
-        needed_s = 2 * job_s + self.max_retry_delay_s
+        needed_s = 2 * self.job_s + self.max_retry_delay_s
         if self.visibility_timeout_s <= needed_s:
             raise ValueError(
                 f"CORRAL_VISIBILITY_TIMEOUT_S={self.visibility_timeout_s:g} must exceed prefetch "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any
 
@@ -11,6 +10,7 @@ import redis
 
 from corral.errors import BatchNotFoundError
 from corral.redis_keys import BATCH_INDEX, BatchKeys
+from producer.durations import parse_duration_s
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 TIMESTAMP_FIELDS = ("created_at", "in_progress_at", "finalizing_at", "completed_at",
@@ -25,15 +25,17 @@ def new_batch_id() -> str:
 
 def create_batch(client: redis.Redis, *, total: int, models: list[str], input_file: str,
                  completion_window: str = COMPLETION_WINDOW_DEFAULT,
-                 created_at: int | None = None) -> str:
+                 config_source: str = "") -> str:
     """Store a new batch, in progress, that expects `total` terminal records."""
     batch_id = new_batch_id()
-    now = int(time.time())
-    created_at = created_at or now
-    meta: dict[str, str | int] = {"id": batch_id, "status": "in_progress", "created_at": created_at,
-            "in_progress_at": now, "completion_window": completion_window, "total": total,
-            "completed": 0, "failed": 0, "enqueued": 0, "models": json.dumps(models),
-            "input_file": input_file}
+    created_at, _ = client.time()  # the Redis clock, which the workers' checks also use
+    meta: dict[str, str | int] = {
+        "id": batch_id, "status": "in_progress", "end_status": "completed",
+        "created_at": created_at, "in_progress_at": created_at,
+        "expires_at": created_at + int(parse_duration_s(completion_window)),
+        "completion_window": completion_window, "total": total, "completed": 0, "failed": 0,
+        "enqueued": 0, "models": json.dumps(models), "input_file": input_file,
+        "config_source": config_source}
     pipe = client.pipeline()
     pipe.hset(BatchKeys(batch_id).meta, mapping=meta)  # type: ignore[arg-type]
     pipe.zadd(BATCH_INDEX, {batch_id: created_at})
@@ -63,19 +65,26 @@ def batch_object(meta: dict[str, str]) -> dict[str, Any]:
                            "completed": int(meta.get("completed", 0)),
                            "failed": int(meta.get("failed", 0))},
         "models": json.loads(meta.get("models", "[]")),
+        "errors": None,
     }
+    if meta.get("last_error"):
+        batch["errors"] = {"object": "list", "data": [json.loads(meta["last_error"])]}
     for field in TIMESTAMP_FIELDS:
         batch[field] = int(meta[field]) if meta.get(field) else None
     return batch
 
 
 def list_batches(client: redis.Redis, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest batches first."""
+    """The newest batches first; index entries of batches past retention are dropped."""
     ids: list[str] = client.zrevrange(BATCH_INDEX, 0, limit - 1)  # type: ignore[assignment]
     pipe = client.pipeline()
     for batch_id in ids:
         pipe.hgetall(BatchKeys(batch_id).meta)
-    return [batch_object(meta) for meta in pipe.execute() if meta]
+    metas = pipe.execute()
+    gone = [batch_id for batch_id, meta in zip(ids, metas, strict=True) if not meta]
+    if gone:
+        client.zrem(BATCH_INDEX, *gone)
+    return [batch_object(meta) for meta in metas if meta]
 
 
 def is_terminal(batch: dict[str, Any]) -> bool:

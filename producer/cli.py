@@ -13,6 +13,7 @@ import redis
 
 from corral import __version__
 from corral.errors import ConfigError, CorralError
+from producer import lifecycle
 from producer.batches import list_batches, read_batch
 from producer.costs import batch_cost
 from producer.durations import parse_duration_s
@@ -74,6 +75,7 @@ def status(session: Session, batch_id: str | None, watch: bool, as_json: bool) -
         else:
             stdout_console().print(batches_table(batches))
         return
+    lifecycle.expire_if_due(session.redis, session.outcomes, batch_id)
     batch = (wait_for_batch(session.redis, batch_id) if watch
              else read_batch(session.redis, batch_id))
     if as_json:
@@ -95,7 +97,7 @@ def status(session: Session, batch_id: str | None, watch: bool, as_json: bool) -
 def results(session: Session, batch_id: str, output: Path, errors_path: Path | None,
             order: str, with_route: bool) -> None:
     """Write what has finished so far (also mid-batch)."""
-    read_batch(session.redis, batch_id)
+    lifecycle.expire_if_due(session.redis, session.outcomes, batch_id)
     errors_path = errors_path or errors_path_for(output)
     counts = write_outputs(session.redis, batch_id, output, errors_path,
                            input_order=order == "input", with_route=with_route)
@@ -115,6 +117,51 @@ def cost(session: Session, batch_id: str, as_json: bool) -> None:
         click.echo(json.dumps(report.as_json()))
     else:
         stdout_console().print(cost_table(report, title=f"Cost of {batch_id}"))
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.pass_obj
+def cancel(session: Session, batch_id: str) -> None:
+    """Stop a batch: unstarted lines end as batch_cancelled; finished results are kept."""
+    ended = lifecycle.cancel(session.redis, session.outcomes, batch_id)
+    batch = read_batch(session.redis, batch_id)
+    click.echo(f"corral: {batch_id} {batch['status']}: {ended} lines cancelled without a "
+               "provider call", err=True)
+    click.echo(batch["status"])
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.pass_obj
+def resume(session: Session, batch_id: str) -> None:
+    """Enqueue the accepted lines that have no terminal record (safe while workers run)."""
+    resumed = lifecycle.resume(session.redis, session.app, session.config, batch_id)
+    click.echo(f"corral: {batch_id}: {resumed.from_file} lines enqueued from the input file, "
+               f"{resumed.requeued} stored lines sent again", err=True)
+    click.echo(resumed.from_file + resumed.requeued)
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.option("--codes", default=None, help="Comma-separated error codes to re-run "
+              "(default: every failed line that has a stored request).")
+@click.pass_obj
+def retry(session: Session, batch_id: str, codes: str | None) -> None:
+    """Run failed lines again, e.g. after fixing a key; old records go to the history."""
+    wanted = {code.strip() for code in codes.split(",")} if codes else None
+    count = lifecycle.retry(session.redis, session.app, session.config, batch_id, wanted)
+    click.echo(f"corral: {batch_id}: {count} failed lines enqueued again", err=True)
+    click.echo(count)
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.pass_obj
+def delete(session: Session, batch_id: str) -> None:
+    """Remove a batch's data from Redis now (it also expires after CORRAL_RETENTION_S)."""
+    lifecycle.delete(session.redis, batch_id)
+    click.echo(f"corral: deleted {batch_id}", err=True)
 
 
 @cli.command()

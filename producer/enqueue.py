@@ -10,6 +10,7 @@ from celery import Celery
 from corral.celery_app import RUN_JOB_TASK
 from corral.records import OutcomeStore, error_record
 from corral.redis_keys import BatchKeys
+from corral.settings import get_settings
 from producer.validator import AcceptedLine, RejectedLine
 
 CHUNK_LINES = 500
@@ -28,7 +29,7 @@ class Enqueuer:
         self._app = app
         self._batch_id = batch_id
         self._keys = BatchKeys(batch_id)
-        self._outcomes = OutcomeStore(client)
+        self._outcomes = OutcomeStore(client, retention_s=get_settings().retention_s)
         self._pending: list[AcceptedLine | RejectedLine] = []
         self.enqueued = 0
 
@@ -56,12 +57,18 @@ class Enqueuer:
                 self._outcomes.record(self._batch_id, error_record(
                     line.record_id, code="invalid_request", message=f"line {line.number}: "
                     f"{line.reason}"))
-        with self._app.producer_or_acquire() as producer:
-            for line in accepted:
-                self._app.send_task(RUN_JOB_TASK, args=(self._batch_id, line.custom_id),
-                                    queue=line.model.queue, producer=producer)
+        send_jobs(self._app, self._batch_id, [(line.custom_id, line.model.queue)
+                                              for line in accepted])
         self.enqueued += len(accepted)
         self._client.hincrby(self._keys.meta, "enqueued", len(accepted))
+
+
+def send_jobs(app: Celery, batch_id: str, jobs: list[tuple[str, str]]) -> None:
+    """Send one pointer-only `corral.run_job` message per (custom_id, queue)."""
+    with app.producer_or_acquire() as producer:
+        for custom_id, queue in jobs:
+            app.send_task(RUN_JOB_TASK, args=(batch_id, custom_id), queue=queue,
+                          producer=producer)
 
 
 def _record_id(line: AcceptedLine | RejectedLine) -> str:

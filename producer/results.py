@@ -30,7 +30,11 @@ def errors_path_for(output: Path) -> Path:
 
 def iter_records(client: redis.Redis, batch_id: str, *,
                  input_order: bool = False) -> Iterator[dict[str, Any]]:
-    """Terminal records written so far, in completion order or input order, chunk by chunk."""
+    """Terminal records written so far, in completion order or input order, chunk by chunk.
+
+    A line re-run by `retry` appears in `done` more than once; only the position its current
+    record was written at (kept in `seq`) counts.
+    """
     keys = BatchKeys(batch_id)
     id_list = keys.order if input_order else keys.done
     start = 0
@@ -38,10 +42,17 @@ def iter_records(client: redis.Redis, batch_id: str, *,
         ids = client.lrange(id_list, start, start + CHUNK_IDS - 1)
         if not ids:
             return
+        pipe = client.pipeline(transaction=False)
+        pipe.hmget(keys.outcomes, ids)
+        pipe.hmget(keys.seq, ids)
+        records, positions = pipe.execute()
+        for offset, (raw, position) in enumerate(zip(records, positions, strict=True)):
+            if raw is None:  # in input order, lines still running have no record yet
+                continue
+            if not input_order and position != str(start + offset + 1):
+                continue  # an earlier, replaced completion of a retried line
+            yield json.loads(raw)
         start += len(ids)
-        for raw in client.hmget(keys.outcomes, ids):
-            if raw is not None:  # in input order, lines still running have no record yet
-                yield json.loads(raw)
 
 
 def write_outputs(client: redis.Redis, batch_id: str, results_path: Path, errors_path: Path,

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import click
 import redis
+from celery import Celery
 
 from corral.config import CorralConfig, find_config_path, load_config
 from corral.errors import BatchNotFoundError, ConfigError, RedisUnavailableError
+from corral.records import OutcomeStore
 from corral.redis_client import connect
 from corral.settings import Settings, get_settings
 from producer.batches import read_batch
@@ -58,11 +60,22 @@ class Session:
 
         os.environ["CORRAL_REDIS_URL"] = url
         get_settings.cache_clear()
-        self.__dict__.pop("redis", None)
+        for cached in ("redis", "outcomes", "app"):
+            self.__dict__.pop(cached, None)
 
     @cached_property
     def redis(self) -> redis.Redis:
         return connect(self.settings.redis_url)
+
+    @cached_property
+    def outcomes(self) -> OutcomeStore:
+        return OutcomeStore(self.redis, retention_s=self.settings.retention_s)
+
+    @cached_property
+    def app(self) -> Celery:
+        from corral.celery_app import create_app
+
+        return create_app(broker_url=self.settings.effective_broker_url)
 
 
 def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
@@ -78,10 +91,7 @@ def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
         click.echo(f"corral: {check.rejected} bad line(s) in {file}; nothing enqueued "
                    "(--skip-invalid runs the valid lines)", err=True)
         raise SystemExit(EXIT_USAGE)
-    from corral.celery_app import create_app
-
-    app = create_app(broker_url=session.settings.effective_broker_url)
-    batch_id = enqueue_file(file, config, check, session.redis, app,
+    batch_id = enqueue_file(file, config, check, session.redis, session.app,
                             completion_window=completion_window)
     by_model = ", ".join(f"{name} {count}" for name, count in
                          sorted(check.accepted_by_model.items()))

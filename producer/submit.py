@@ -65,10 +65,24 @@ def enqueue_file(path: Path, config: CorralConfig, check: FileCheck, client: red
     so the second pass sees exactly what `check_file` saw.
     """
     batch_id = create_batch(client, total=check.total, models=sorted(check.accepted_by_model),
-                            input_file=str(path), completion_window=completion_window)
+                            input_file=str(path.resolve()), completion_window=completion_window,
+                            config_source=config.source)
+    enqueue_lines(path, config, client, app, batch_id)
+    return batch_id
+
+
+def enqueue_lines(path: Path, config: CorralConfig, client: redis.Redis, app: Celery,
+                  batch_id: str, *, skip_lines: int = 0) -> int:
+    """Validate `path` again and enqueue its lines after the first `skip_lines` checked ones.
+
+    Returns:
+        How many jobs were sent.
+    """
     enqueuer = Enqueuer(client, app, batch_id)
     validator = LineValidator(Router(config))
-    for raw in read_lines(path):
-        enqueuer.add(validator.check(raw))
+    for index, raw in enumerate(read_lines(path)):
+        checked = validator.check(raw)  # also for skipped lines: duplicates are found the same
+        if index >= skip_lines:
+            enqueuer.add(checked)
     enqueuer.flush()
-    return batch_id
+    return enqueuer.enqueued

@@ -2,7 +2,7 @@
 
 import sys
 
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_shutting_down
 
 from corral.celery_app import create_app
 from corral.errors import ConfigError, CorralError
@@ -23,3 +23,10 @@ def _fail_fast_on_bad_setup(**_: object) -> None:
     except CorralError as err:
         print(f"corral worker: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2 if isinstance(err, ConfigError) else 3) from err
+
+
+@worker_shutting_down.connect
+def _stop_waiting_for_capacity(**_: object) -> None:
+    from workers.runtime import job_runner
+
+    job_runner().stop_waiting()

@@ -1,28 +1,41 @@
-"""The job service: run one batch line — load it, call the provider, file its records."""
+"""The job service: run one batch line — start it, call the provider, file its records."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from corral import lua_scripts
 from corral.config import CorralConfig, ModelConfig
-from corral.errors import PermanentError, ProviderError, RateLimitedError, RetryableError
+from corral.errors import (
+    AuthenticationError,
+    InsufficientQuotaError,
+    PermanentError,
+    ProviderError,
+    RateLimitedError,
+    RetryableError,
+)
 from corral.pricing import Usage, cost_and_list_cost
 from corral.records import OutcomeStore, error_record, result_record
 from corral.redis_keys import BatchKeys
 from corral.settings import Settings
 from corral.tokens import reservation_tokens
 from workers.backoff import backoff_delay_s
+from workers.circuit import CircuitBreaker
 from workers.provider_client import Completion, ProviderClient
 from workers.rate_limiter import RateLimiter
 
 log = logging.getLogger(__name__)
+
+LEASE_MARGIN_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -37,41 +50,81 @@ class JobRunner:
     """Runs lines of any batch; one per worker process, shared by its task slots."""
 
     def __init__(self, *, config: CorralConfig, client: redis.Redis, outcomes: OutcomeStore,
-                 provider_client: ProviderClient, limiter: RateLimiter, settings: Settings,
+                 provider_client: ProviderClient, limiter: RateLimiter,
+                 circuit: CircuitBreaker, settings: Settings,
                  rng: random.Random | None = None) -> None:
         self._config = config
-        self._limiter = limiter
         self._client = client
         self._outcomes = outcomes
         self._provider_client = provider_client
+        self._limiter = limiter
+        self._circuit = circuit
         self._settings = settings
         self._rng = rng or random.Random()
+        self._start_job = lua_scripts.register(client, "start_job", package="workers")
+        self._holder = f"{socket.gethostname()}:{os.getpid()}"
+        self._lease_ms = int((settings.job_s + LEASE_MARGIN_S) * 1000)
 
-    def run(self, batch_id: str, custom_id: str, attempt: int) -> RetryLater | None:
-        """Attempt `attempt` (1-based) of one line; None once the line has its terminal record."""
-        if self._outcomes.has_outcome(batch_id, custom_id):
-            log.info("skip %s/%s: already has its record (redelivery)", batch_id, custom_id)
-            return None
-        raw_job = self._client.hget(BatchKeys(batch_id).bodies, custom_id)
-        if raw_job is None:
-            log.warning("skip %s/%s: no stored request (batch deleted?)", batch_id, custom_id)
-            return None
-        job = json.loads(raw_job)
+    def run(self, batch_id: str, custom_id: str) -> RetryLater | None:
+        """One delivery of a line; None once the line has its terminal record (or is skipped)."""
+        keys = BatchKeys(batch_id)
+        verdict, attempt, raw_job = self._start_job(
+            keys=[keys.outcomes, keys.meta, keys.bodies, keys.attempts, keys.lease(custom_id)],
+            args=[custom_id, self._lease_ms, self._holder])
+        if verdict == "cancelled":
+            self._fail(batch_id, custom_id, "batch_cancelled", "the batch was cancelled", None)
+        elif verdict == "expired":
+            self._client.hset(keys.meta, "end_status", "expired")
+            self._fail(batch_id, custom_id, "batch_expired",
+                       "the batch's completion window ended before this line ran", None)
+        elif verdict == "leased":
+            # Another worker runs the line now. If it finishes, this message finds the record;
+            # if it dies, its lease runs out and this message runs the line.
+            return RetryLater(min(int(attempt) / 1000, self._settings.max_retry_delay_s),
+                              "another worker holds the line's lease")
+        elif verdict == "run":
+            try:
+                return self._attempt(batch_id, custom_id, int(attempt), json.loads(raw_job))
+            except BaseException:
+                # The message goes back (requeue or redelivery): let it run at once.
+                self._client.delete(keys.lease(custom_id))
+                raise
+        else:
+            log.info("skip %s/%s: %s", batch_id, custom_id, verdict)
+        return None
+
+    def _attempt(self, batch_id: str, custom_id: str, attempt: int,
+                 job: dict[str, Any]) -> RetryLater | None:
         route = job.get("route")
         model = self._config.models.get(job["model"])
         if model is None:
             self._fail(batch_id, custom_id, "invalid_request",
                        f"model {job['model']!r} is no longer configured on this worker", route)
             return None
+        if attempt > self._settings.max_attempts:
+            # Earlier attempts started but never ended: their workers died mid-call.
+            self._fail(batch_id, custom_id, "attempts_exhausted",
+                       f"started {attempt - 1} times without finishing (workers lost?)", route)
+            return None
+        circuit = self._circuit.check(model.provider)
+        if circuit is not None:
+            self._fail(batch_id, custom_id, circuit.code, circuit.message, route)
+            return None
         try:
             completion = self._call(model, job["body"])
         except PermanentError as err:
+            if isinstance(err, AuthenticationError | InsufficientQuotaError):
+                circuit = self._circuit.open(model.provider, err)
+                # One clear message on the batch itself, shown by `corral status`.
+                self._client.hset(BatchKeys(batch_id).meta, "last_error", json.dumps(
+                    {"code": circuit.code, "message": circuit.message}))
             self._fail_with(batch_id, custom_id, err, route, attempt)
             return None
         except RetryableError as err:
             if attempt >= self._settings.max_attempts:
                 self._fail_with(batch_id, custom_id, err, route, attempt)
                 return None
+            self._client.delete(BatchKeys(batch_id).lease(custom_id))
             delay_s = backoff_delay_s(attempt, base_s=self._settings.retry_base_delay_s,
                                       cap_s=self._settings.max_retry_delay_s,
                                       retry_after_s=err.retry_after_s, rng=self._rng)
@@ -91,6 +144,10 @@ class JobRunner:
             raise
         self._limiter.admitted(scope, completion.headers)
         return completion
+
+    def stop_waiting(self) -> None:
+        """The worker is stopping: jobs waiting for capacity give their messages back."""
+        self._limiter.stop_waiting()
 
     def fail_internal(self, batch_id: str, custom_id: str, err: Exception) -> None:
         """End a line that hit a bug in corral with an `internal_error` record."""

@@ -25,20 +25,33 @@ class CapacityWaitExceededError(RateLimitedError):
     """No capacity came within CORRAL_MAX_CAPACITY_WAIT_S; the job goes back for later."""
 
 
+class ShuttingDownError(Exception):
+    """The worker is stopping: a job still waiting for capacity goes back to its queue."""
+
+
 class RateLimiter:
     """Admits provider calls under a scope's limits; learns from 429s and provider headers."""
 
     def __init__(self, store: BucketStore, *, max_wait_s: float,
-                 sleep: Callable[[float], None] = time.sleep,
+                 sleep: Callable[[float], None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
         self._store = store
         self._max_wait_s = max_wait_s
-        self._sleep = sleep
+        self._stopping = threading.Event()
+        self._sleep = sleep or self._sleep_unless_stopping
         self._clock = clock
         self._rng = rng or random.Random()
         self._gates: dict[str, threading.Lock] = {}
         self._gates_lock = threading.Lock()
+
+    def stop_waiting(self) -> None:
+        """Make every current and future wait for capacity raise ShuttingDownError."""
+        self._stopping.set()
+
+    def _sleep_unless_stopping(self, seconds: float) -> None:
+        if self._stopping.wait(seconds):
+            raise ShuttingDownError("worker is shutting down")
 
     def _gate(self, scope: RateScope) -> threading.Lock:
         with self._gates_lock:
@@ -50,12 +63,16 @@ class RateLimiter:
         Raises:
             CapacityWaitExceededError: no capacity within the configured wait.
             InvalidRequestError: the request is larger than the scope's TPM.
+            ShuttingDownError: the worker is stopping.
         """
         start = self._clock()
         gate = self._gate(scope)
-        if not gate.acquire(timeout=self._max_wait_s):
-            raise CapacityWaitExceededError(
-                f"no {scope.name} capacity within {self._max_wait_s:g} s")
+        while not gate.acquire(timeout=1.0):
+            if self._stopping.is_set():
+                raise ShuttingDownError("worker is shutting down")
+            if self._clock() - start > self._max_wait_s:
+                raise CapacityWaitExceededError(
+                    f"no {scope.name} capacity within {self._max_wait_s:g} s")
         try:
             while True:
                 decision = self._store.acquire(scope, tokens)

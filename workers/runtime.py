@@ -12,6 +12,7 @@ from corral.records import OutcomeStore
 from corral.redis_client import connect
 from corral.settings import get_settings
 from workers.buckets import BucketStore, LocalBucketStore, RedisBucketStore, UnlimitedBucketStore
+from workers.circuit import CircuitBreaker
 from workers.job import JobRunner
 from workers.provider_client import ProviderClient
 from workers.rate_limiter import RateLimiter
@@ -47,8 +48,11 @@ def _build_runner() -> JobRunner:
     else:
         store = UnlimitedBucketStore()
     limiter = RateLimiter(store, max_wait_s=settings.max_capacity_wait_s)
-    return JobRunner(config=config, client=client, outcomes=OutcomeStore(client),
-                     provider_client=provider_client, limiter=limiter, settings=settings)
+    return JobRunner(config=config, client=client,
+                     outcomes=OutcomeStore(client, retention_s=settings.retention_s),
+                     provider_client=provider_client, limiter=limiter,
+                     circuit=CircuitBreaker(client, open_s=settings.circuit_open_s),
+                     settings=settings)
 
 
 def _forget_after_fork() -> None:

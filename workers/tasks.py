@@ -10,6 +10,7 @@ from redis import RedisError
 
 from corral.celery_app import RUN_JOB_TASK
 from workers.app import app
+from workers.rate_limiter import ShuttingDownError
 from workers.runtime import job_runner
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,9 @@ def run_job(self: Task, batch_id: str, custom_id: str) -> None:
     """Run one line of a batch; a retryable failure comes back later as a new message."""
     runner = job_runner()
     try:
-        retry = runner.run(batch_id, custom_id, attempt=self.request.retries + 1)
+        retry = runner.run(batch_id, custom_id)
+    except ShuttingDownError as err:
+        raise Reject("worker stopping before the call", requeue=True) from err
     except RedisError as err:
         # corral's records live in Redis: without it the line cannot end, so the message goes
         # back (or stays unacked until the visibility timeout) rather than being dropped.

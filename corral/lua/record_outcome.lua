@@ -1,25 +1,39 @@
--- record_outcome.lua: write a line's terminal record once, move the counters once, and log the
--- call's cost either way.
+-- record_outcome.lua: write a line's terminal record once, move the counters once, log the
+-- call's cost either way, and end the batch when its last line lands.
 --
 -- KEYS[1] outcomes  hash   custom_id -> terminal record (JSON)
 -- KEYS[2] done      list   custom_ids in completion order
--- KEYS[3] meta      hash   batch status, request counts ("total", "completed", "failed")
+-- KEYS[3] meta      hash   status, end_status, total, completed, failed, timestamps (s)
 -- KEYS[4] ledger    list   cost records (JSON), one per billed provider call
+-- KEYS[5] seq       hash   custom_id -> its position in done
+-- KEYS[6] attempts  hash   custom_id -> attempts started
+-- KEYS[7] lease     string the line's lease, released here
+-- KEYS[8..] every long-lived key of the batch, to start the retention TTL when it ends
 -- ARGV[1] custom_id
 -- ARGV[2] record           the terminal record (JSON)
 -- ARGV[3] counter          "completed" (a result) or "failed" (an error record)
--- ARGV[4] ledger_entry     a cost record (JSON object) or "" when the call was not billed
+-- ARGV[4] ledger_entry     a cost record (JSON object), or "" when the call was not billed
+-- ARGV[5] retention_s      seconds the batch's keys live after it ends
+-- ARGV[6] only_unstarted   "1": write only if no attempt was ever started (cancel, expiry)
 --
--- Returns 1 when this call wrote the record, 0 when one existed (a duplicate delivery).
--- The ledger entry is stored with "productive" = whether it bought the line's result, so a
--- duplicate's spend is counted as unproductive, never dropped.
--- When the last line of an in_progress batch lands, status becomes "completed" and
--- completed_at is set from the Redis server clock (seconds). No TTLs are set here.
+-- Returns 1 when this call wrote the record, 0 when one existed (a duplicate), -1 when
+-- only_unstarted and the line has started. The ledger entry is stored with "productive" =
+-- whether it bought the line's result, so a duplicate's spend is counted, never dropped.
+-- When the last line lands, an in_progress or cancelling batch takes its end_status
+-- ("completed" by default; "failed" if no line succeeded), timestamps come from the Redis
+-- server clock, and every key in KEYS[8..] gets the retention TTL.
 
-local outcomes, done, meta, ledger = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local outcomes, done, meta, ledger, seq, attempts, lease =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local custom_id, record, counter, ledger_entry = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local retention_s, only_unstarted = tonumber(ARGV[5]), ARGV[6]
+
+if only_unstarted == '1' and redis.call('HEXISTS', attempts, custom_id) == 1 then
+  return -1
+end
 
 local first = redis.call('HSETNX', outcomes, custom_id, record)
+redis.call('DEL', lease)
 
 if ledger_entry ~= '' then
   local entry = cjson.decode(ledger_entry)
@@ -31,13 +45,21 @@ if first == 0 then
   return 0
 end
 
-redis.call('RPUSH', done, custom_id)
+redis.call('HSET', seq, custom_id, redis.call('RPUSH', done, custom_id))
 redis.call('HINCRBY', meta, counter, 1)
 
-local counts = redis.call('HMGET', meta, 'status', 'total', 'completed', 'failed')
-local finished = (tonumber(counts[3]) or 0) + (tonumber(counts[4]) or 0)
-if counts[1] == 'in_progress' and finished >= (tonumber(counts[2]) or math.huge) then
-  local now = redis.call('TIME')
-  redis.call('HSET', meta, 'status', 'completed', 'completed_at', now[1])
+local m = redis.call('HMGET', meta, 'status', 'total', 'completed', 'failed', 'end_status')
+local status, total = m[1], tonumber(m[2]) or math.huge
+local completed, failed = tonumber(m[3]) or 0, tonumber(m[4]) or 0
+if (status == 'in_progress' or status == 'cancelling') and completed + failed >= total then
+  local ending = m[5] or 'completed'
+  if ending == 'completed' and completed == 0 then
+    ending = 'failed'
+  end
+  local now = redis.call('TIME')[1]
+  redis.call('HSET', meta, 'status', ending, 'finalizing_at', now, ending .. '_at', now)
+  for i = 8, #KEYS do
+    redis.call('EXPIRE', KEYS[i], retention_s)
+  end
 end
 return 1

@@ -36,12 +36,11 @@ def test_retryable_failures_recover_and_permanent_ones_become_error_records(
         request("r503", "small", "always broken [[sim:fail=503,times=99]]"),
         request("long", "big", "x" * 400),  # fits corral's window, not the provider's
         request("bad", "small", "refused [[sim:fail=400,times=99]]"),
-        request("quota", "small", "no money [[sim:quota]]"),
     ])
     batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
     start_workers(config, ["corral.big", "corral.small"], concurrency=4)
     batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=90)
-    assert batch["request_counts"] == {"total": 7, "completed": 3, "failed": 4}
+    assert batch["request_counts"] == {"total": 6, "completed": 3, "failed": 3}
 
     records = outcomes(redis_client, batch_id)
     for custom_id in ("ok", "r429", "r500"):
@@ -51,7 +50,7 @@ def test_retryable_failures_recover_and_permanent_ones_become_error_records(
 
     errors = {cid: r["error"]["code"] for cid, r in records.items() if r["error"]}
     assert errors == {"r503": "server_error_exhausted", "long": "context_length_exceeded",
-                      "bad": "invalid_request", "quota": "insufficient_quota"}
+                      "bad": "invalid_request"}
     assert "after 4 attempts" in records["r503"]["error"]["message"]
     assert records["r503"]["response"] is None  # a 5xx is not a provider 4xx to pass on
     long_response = records["long"]["response"]
@@ -66,18 +65,23 @@ def test_a_wrong_key_fails_every_line_as_authentication_error_and_never_leaks(
     sim = start_simulator()
     config = write_config(f"{sim.base_url}/v1")
     batch_file = write_jsonl(tmp_path / "b.jsonl",
-                             [request(f"k{i}", "small", "hello") for i in range(5)])
+                             [request(f"k{i}", "small", "hello") for i in range(40)])
     wrong_key = "sk-wrong-canary-123"
     batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
     workers = start_workers(config, ["corral.small"], env={"CORRAL_TEST_SIM_KEY": wrong_key})
     batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
-    assert batch["request_counts"]["failed"] == 5
+    assert batch["request_counts"]["failed"] == 40
+    assert batch["status"] == "failed"
     records = outcomes(redis_client, batch_id)
     assert {r["error"]["code"] for r in records.values()} == {"authentication_error"}
-    assert sim.stats()["by_status"]["401"] == 5  # permanent: no retries
+    # The circuit opened on the first 401: at most the calls already started reached the
+    # provider (8 slots), the rest failed fast, and the log says it once.
+    assert sim.stats()["by_status"]["401"] <= 8
+    log_text = workers[0].log_path.read_text()
+    assert log_text.count("refused corral") == 1
     for key in redis_client.scan_iter("*"):
         assert wrong_key not in str(redis_client.dump(key))
-    assert wrong_key not in workers[0].log_path.read_text()
+    assert wrong_key not in log_text
 
 
 def test_a_missing_key_variable_is_named_in_the_error(tmp_path: Path, redis_client,
@@ -112,3 +116,20 @@ def test_a_line_may_use_every_configured_attempt(tmp_path: Path, redis_client, w
     assert ledger(redis_client, batch_id)[0]["attempt"] == 6
     assert records["seven-failures"]["error"]["code"] == "server_error_exhausted"
     assert sim.stats()["by_status"]["502"] == 6
+
+
+def test_insufficient_quota_opens_the_circuit_for_the_whole_provider(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    sim = start_simulator()
+    config = write_config(f"{sim.base_url}/v1")
+    lines = [request("broke", "small", "[[sim:quota]]")]
+    lines += [request(f"later-{i}", "small", "hello") for i in range(30)]
+    batch_id = corral("submit", str(write_jsonl(tmp_path / "q.jsonl", lines)),
+                      config=config).stdout.strip()
+    start_workers(config, ["corral.small"], concurrency=1)
+    wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    records = outcomes(redis_client, batch_id)
+    assert {r["error"]["code"] for r in records.values()} == {"insufficient_quota"}
+    assert sim.stats()["requests"] == 1  # one slot: the first answer stopped every later call
+    assert "provider 'sim' refused corral" in records["later-7"]["error"]["message"]
