@@ -61,7 +61,7 @@ class OutcomeStore:
 
     def record(self, batch_id: str, record: dict[str, Any], *,
                ledger_entry: dict[str, Any] | None = None,
-               only_unstarted: bool = False) -> Written:
+               only_unstarted: bool = False, settled_call: str = "") -> Written:
         """Store `record` unless the line already has one; log `ledger_entry` either way.
 
         Args:
@@ -70,6 +70,7 @@ class OutcomeStore:
             ledger_entry: the cost record of the call that produced it, if it was billed.
             only_unstarted: write only if no attempt of the line was ever started (so a
                 cancel or an expiry never races a worker already calling the provider).
+            settled_call: the `inflight` field of the call whose outcome this is known to be.
         """
         keys = BatchKeys(batch_id)
         custom_id = record["custom_id"]
@@ -77,9 +78,9 @@ class OutcomeStore:
         entry = json.dumps(ledger_entry, separators=(",", ":")) if ledger_entry else ""
         wrote = self._record_outcome(
             keys=[keys.outcomes, keys.done, keys.meta, keys.ledger, keys.seq, keys.attempts,
-                  keys.lease(custom_id), *keys.all()],
+                  keys.lease(custom_id), keys.inflight, *keys.all()],
             args=[custom_id, json.dumps(record, separators=(",", ":")), counter, entry,
-                  self._retention_s, "1" if only_unstarted else ""],
+                  self._retention_s, "1" if only_unstarted else "", settled_call],
         )
         return Written(int(wrote))
 

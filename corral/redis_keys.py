@@ -69,9 +69,23 @@ class BatchKeys:
         return f"{self._base}:attempts"
 
     @property
+    def inflight(self) -> str:
+        """Hash: `custom_id#attempt` → start time (s) of provider calls not yet settled.
+
+        An entry left behind is a call whose worker died or timed out: it may have been
+        billed, so the cost report counts it at its worst case.
+        """
+        return f"{self._base}:inflight"
+
+    @property
     def history(self) -> str:
         """List: terminal records replaced by `corral retry`, oldest first."""
         return f"{self._base}:history"
+
+    @staticmethod
+    def call_id(custom_id: str, attempt: int) -> str:
+        """The `inflight` field of one attempt."""
+        return f"{custom_id}#{attempt}"
 
     def lease(self, custom_id: str) -> str:
         """String with a TTL: the worker running this line now."""
@@ -85,4 +99,4 @@ class BatchKeys:
     def all(self) -> tuple[str, ...]:
         """Every long-lived key of the batch (leases expire by themselves)."""
         return (self.meta, self.bodies, self.order, self.outcomes, self.done, self.ledger,
-                self.seq, self.attempts, self.history)
+                self.seq, self.attempts, self.inflight, self.history)

@@ -10,7 +10,10 @@ from typing import Any
 
 import redis
 
+from corral.config import CorralConfig
+from corral.pricing import Usage, price_call
 from corral.redis_keys import BatchKeys
+from corral.tokens import estimate_prompt_tokens, requested_output_tokens
 
 CHUNK_ENTRIES = 2000
 
@@ -26,6 +29,8 @@ class CostTotals:
     cost_usd: Decimal = Decimal(0)
     list_cost_usd: Decimal = Decimal(0)
     unproductive_cost_usd: Decimal = Decimal(0)
+    unsettled_calls: int = 0
+    unsettled_max_cost_usd: Decimal = Decimal(0)
 
     def add(self, entry: dict[str, Any]) -> None:
         """Count one cost record."""
@@ -39,6 +44,11 @@ class CostTotals:
         if not entry.get("productive", True):
             self.unproductive_cost_usd += cost
 
+    def add_unsettled(self, max_cost_usd: Decimal) -> None:
+        """Count a call with no known outcome (worker lost, or timed out) at its worst case."""
+        self.unsettled_calls += 1
+        self.unsettled_max_cost_usd += max_cost_usd
+
     @property
     def savings_usd(self) -> Decimal:
         """What the list price would have cost beyond what was paid."""
@@ -51,7 +61,9 @@ class CostTotals:
                 "output_tokens": self.output_tokens, "cost_usd": _money(self.cost_usd),
                 "list_cost_usd": _money(self.list_cost_usd),
                 "savings_usd": _money(self.savings_usd),
-                "unproductive_cost_usd": _money(self.unproductive_cost_usd)}
+                "unproductive_cost_usd": _money(self.unproductive_cost_usd),
+                "unsettled_calls": self.unsettled_calls,
+                "unsettled_max_cost_usd": _money(self.unsettled_max_cost_usd)}
 
 
 @dataclass
@@ -92,6 +104,27 @@ def iter_ledger(client: redis.Redis, batch_id: str) -> Iterator[dict[str, Any]]:
         yield from (json.loads(item) for item in raw)
 
 
-def batch_cost(client: redis.Redis, batch_id: str) -> CostReport:
-    """The cost report of one batch."""
-    return summarize(batch_id, iter_ledger(client, batch_id))
+def batch_cost(client: redis.Redis, batch_id: str,
+               config: CorralConfig | None = None) -> CostReport:
+    """The cost report of one batch; with `config`, unsettled calls at their worst case."""
+    report = summarize(batch_id, iter_ledger(client, batch_id))
+    if config is not None:
+        add_unsettled(client, batch_id, config, report)
+    return report
+
+
+def add_unsettled(client: redis.Redis, batch_id: str, config: CorralConfig,
+                  report: CostReport) -> None:
+    """Count calls still marked in flight: running now, or lost with their worker."""
+    keys = BatchKeys(batch_id)
+    for call_id in client.hkeys(keys.inflight):
+        raw_job = client.hget(keys.bodies, str(call_id).rsplit("#", 1)[0])
+        model = config.models.get(json.loads(raw_job)["model"]) if raw_job else None
+        if model is None:
+            continue
+        body = json.loads(raw_job)["body"]  # type: ignore[arg-type]
+        worst = Usage(prompt_tokens=estimate_prompt_tokens(body), cached_tokens=0,
+                      completion_tokens=requested_output_tokens(body, model.default_max_tokens))
+        cost = price_call(worst, model.price)
+        report.total.add_unsettled(cost)
+        report.models.setdefault(model.name, CostTotals()).add_unsettled(cost)

@@ -36,7 +36,7 @@ def run_file(session: Session, stack: LocalStack, file: Path, output: Path | Non
     output = output or file.with_name(f"{file.stem}.results.jsonl")
     errors = errors_path_for(output)
     counts = write_outputs(session.redis, batch_id, output, errors)
-    stdout_console().print(cost_table(batch_cost(session.redis, batch_id),
+    stdout_console().print(cost_table(batch_cost(session.redis, batch_id, session.config),
                                       title=f"Cost of {batch_id}"))
     click.echo(f"corral: batch {batch_id} {batch['status']}: {counts.results} results in "
                f"{output}, {counts.errors} errors in {errors}", err=True)

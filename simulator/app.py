@@ -28,6 +28,9 @@ class App:
             return json_response(200, self.state.stats.to_json())
         if route == ("GET", "/_sim/admissions"):
             return self._admissions(request)
+        if route == ("GET", "/_sim/calls"):
+            name = request.query.get("model", "")
+            return json_response(200, {"model": name, "calls": self.state.stats.calls(name)})
         if route == ("POST", "/_sim/faults"):
             return self._faults(request)
         if route == ("POST", "/_sim/reset"):

@@ -27,10 +27,10 @@ _SCRIPT_PREFIX_BYTES = SCRIPT_PREFIX.encode()
 
 async def handle_chat(state: SimState, request: Request) -> Response:
     """Answer one chat completion call and count it in the stats."""
-    state.stats.record_arrival()
+    arrived_ms = state.stats.record_arrival()
     response, model = await _answer(state, request)
     response.headers.append(("x-request-id", f"req_{os.urandom(16).hex()}"))
-    state.stats.record_call(None if response.hang else response.status, model)
+    state.stats.record_call(None if response.hang else response.status, model, arrived_ms)
     return response
 
 

@@ -38,6 +38,7 @@ class Stats:
         self.by_status: collections.Counter[str] = collections.Counter()
         self.models: dict[str, ModelCounters] = {}
         self._admissions: dict[str, collections.deque[tuple[float, int]]] = {}
+        self._calls: dict[str, collections.deque[tuple[float, int]]] = {}
 
     def _model(self, name: str) -> ModelCounters:
         counters = self.models.get(name)
@@ -45,14 +46,22 @@ class Stats:
             counters = self.models[name] = ModelCounters()
         return counters
 
-    def record_arrival(self) -> None:
-        """Note that a chat call arrived; only the first arrival's time is kept."""
+    def record_arrival(self) -> float:
+        """Note that a chat call arrived; returns its wall-clock time in ms."""
+        arrived_ms = self._wall_clock_s() * 1000
         if self.first_request_ms is None:
-            self.first_request_ms = self._wall_clock_s() * 1000
+            self.first_request_ms = arrived_ms
+        return arrived_ms
 
-    def record_call(self, status: int | None, model: str | None) -> None:
+    def record_call(self, status: int | None, model: str | None,
+                    arrived_ms: float | None = None) -> None:
         """Count one chat call as it is answered; ``status`` None means it hung."""
         self.requests += 1
+        if model is not None and arrived_ms is not None:
+            log = self._calls.get(model)
+            if log is None:
+                log = self._calls[model] = collections.deque(maxlen=MAX_ADMISSIONS_PER_MODEL)
+            log.append((arrived_ms, 0 if status is None else status))
         if status is None:
             self.hung += 1
             return
@@ -74,6 +83,10 @@ class Stats:
         if log is None:
             log = self._admissions[model] = collections.deque(maxlen=MAX_ADMISSIONS_PER_MODEL)
         log.append((at_ms, tokens))
+
+    def calls(self, model: str) -> list[list[float]]:
+        """``[[arrived_ms, status], ...]`` of every chat call on ``model`` (status 0: hung)."""
+        return [[at_ms, status] for at_ms, status in self._calls.get(model, ())]
 
     def admissions(self, model: str) -> list[list[float]]:
         """``[[at_ms, tokens], ...]`` for ``model``, oldest first."""

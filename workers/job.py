@@ -21,6 +21,7 @@ from corral.errors import (
     PermanentError,
     ProviderError,
     RateLimitedError,
+    RequestTimeoutError,
     RetryableError,
 )
 from corral.pricing import Usage, cost_and_list_cost
@@ -31,7 +32,7 @@ from corral.tokens import reservation_tokens
 from workers.backoff import backoff_delay_s
 from workers.circuit import CircuitBreaker
 from workers.provider_client import Completion, ProviderClient
-from workers.rate_limiter import RateLimiter
+from workers.rate_limiter import RateLimiter, ShuttingDownError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class JobRunner:
         """One delivery of a line; None once the line has its terminal record (or is skipped)."""
         keys = BatchKeys(batch_id)
         verdict, attempt, raw_job = self._start_job(
-            keys=[keys.outcomes, keys.meta, keys.bodies, keys.attempts, keys.lease(custom_id)],
+            keys=[keys.outcomes, keys.meta, keys.bodies, keys.attempts, keys.lease(custom_id),
+                  keys.inflight],
             args=[custom_id, self._lease_ms, self._holder])
         if verdict == "cancelled":
             self._fail(batch_id, custom_id, "batch_cancelled", "the batch was cancelled", None)
@@ -85,9 +87,14 @@ class JobRunner:
         elif verdict == "run":
             try:
                 return self._attempt(batch_id, custom_id, int(attempt), json.loads(raw_job))
-            except BaseException:
-                # The message goes back (requeue or redelivery): let it run at once.
-                self._client.delete(keys.lease(custom_id))
+            except BaseException as err:
+                # The message goes back (requeue or redelivery): let it run at once. A call
+                # that never left (the worker is stopping) is no spend to account for.
+                pipe = self._client.pipeline(transaction=False)
+                pipe.delete(keys.lease(custom_id))
+                if isinstance(err, ShuttingDownError):
+                    pipe.hdel(keys.inflight, keys.call_id(custom_id, int(attempt)))
+                pipe.execute()
                 raise
         else:
             log.info("skip %s/%s: %s", batch_id, custom_id, verdict)
@@ -95,20 +102,25 @@ class JobRunner:
 
     def _attempt(self, batch_id: str, custom_id: str, attempt: int,
                  job: dict[str, Any]) -> RetryLater | None:
+        keys = BatchKeys(batch_id)
+        call = keys.call_id(custom_id, attempt)
         route = job.get("route")
         model = self._config.models.get(job["model"])
         if model is None:
             self._fail(batch_id, custom_id, "invalid_request",
-                       f"model {job['model']!r} is no longer configured on this worker", route)
+                       f"model {job['model']!r} is no longer configured on this worker", route,
+                       settled_call=call)
             return None
         if attempt > self._settings.max_attempts:
             # Earlier attempts started but never ended: their workers died mid-call.
             self._fail(batch_id, custom_id, "attempts_exhausted",
-                       f"started {attempt - 1} times without finishing (workers lost?)", route)
+                       f"started {attempt - 1} times without finishing (workers lost?)", route,
+                       settled_call=call)
             return None
         circuit = self._circuit.check(model.provider)
         if circuit is not None:
-            self._fail(batch_id, custom_id, circuit.code, circuit.message, route)
+            self._fail(batch_id, custom_id, circuit.code, circuit.message, route,
+                       settled_call=call)
             return None
         try:
             completion = self._call(model, job["body"])
@@ -116,20 +128,26 @@ class JobRunner:
             if isinstance(err, AuthenticationError | InsufficientQuotaError):
                 circuit = self._circuit.open(model.provider, err)
                 # One clear message on the batch itself, shown by `corral status`.
-                self._client.hset(BatchKeys(batch_id).meta, "last_error", json.dumps(
+                self._client.hset(keys.meta, "last_error", json.dumps(
                     {"code": circuit.code, "message": circuit.message}))
-            self._fail_with(batch_id, custom_id, err, route, attempt)
+            self._fail_with(batch_id, custom_id, err, route, attempt, call)
             return None
         except RetryableError as err:
+            # A timed-out call may still have been served and billed: it stays in flight.
+            settled = "" if isinstance(err, RequestTimeoutError) else call
             if attempt >= self._settings.max_attempts:
-                self._fail_with(batch_id, custom_id, err, route, attempt)
+                self._fail_with(batch_id, custom_id, err, route, attempt, settled)
                 return None
-            self._client.delete(BatchKeys(batch_id).lease(custom_id))
+            pipe = self._client.pipeline(transaction=False)
+            pipe.delete(keys.lease(custom_id))
+            if settled:
+                pipe.hdel(keys.inflight, settled)
+            pipe.execute()
             delay_s = backoff_delay_s(attempt, base_s=self._settings.retry_base_delay_s,
                                       cap_s=self._settings.max_retry_delay_s,
                                       retry_after_s=err.retry_after_s, rng=self._rng)
             return RetryLater(delay_s, f"{type(err).__name__}: {err.message}")
-        self._succeed(batch_id, custom_id, model, completion, route, attempt)
+        self._succeed(batch_id, custom_id, model, completion, route, attempt, call)
         return None
 
     def _call(self, model: ModelConfig, body: dict[str, Any]) -> Completion:
@@ -155,7 +173,8 @@ class JobRunner:
                    f"corral worker error: {type(err).__name__}: {err}", None)
 
     def _succeed(self, batch_id: str, custom_id: str, model: ModelConfig,
-                 completion: Completion, route: dict[str, Any] | None, attempt: int) -> None:
+                 completion: Completion, route: dict[str, Any] | None, attempt: int,
+                 call: str) -> None:
         usage = Usage.from_response(completion.body.get("usage"))
         cost_usd, list_cost_usd = cost_and_list_cost(usage, model)
         entry = {"custom_id": custom_id, "model": model.name, "attempt": attempt,
@@ -166,22 +185,25 @@ class JobRunner:
                  "route": route, "at": round(time.time(), 3)}
         record = result_record(custom_id, request_id=completion.request_id,
                                body=completion.body, route=route)
-        if not self._outcomes.record(batch_id, record, ledger_entry=entry):
+        if not self._outcomes.record(batch_id, record, ledger_entry=entry, settled_call=call):
             log.info("duplicate result for %s/%s kept out; its cost is in the ledger",
                      batch_id, custom_id)
 
     def _fail_with(self, batch_id: str, custom_id: str, err: ProviderError,
-                   route: dict[str, Any] | None, attempt: int) -> None:
+                   route: dict[str, Any] | None, attempt: int, settled_call: str) -> None:
         message = err.message if isinstance(err, PermanentError) \
             else f"gave up after {attempt} attempts: {err.message}"
         response = None
         if err.status_code is not None and 400 <= err.status_code < 500 and err.body is not None:
             response = {"status_code": err.status_code, "request_id": err.request_id or "",
                         "body": err.body}
-        self._fail(batch_id, custom_id, err.code, message, route, response)
+        self._fail(batch_id, custom_id, err.code, message, route, response,
+                   settled_call=settled_call)
 
     def _fail(self, batch_id: str, custom_id: str, code: str, message: str,
-              route: dict[str, Any] | None, response: dict[str, Any] | None = None) -> None:
+              route: dict[str, Any] | None, response: dict[str, Any] | None = None, *,
+              settled_call: str = "") -> None:
         log.info("line %s/%s failed: %s", batch_id, custom_id, code)
         self._outcomes.record(batch_id, error_record(custom_id, code=code, message=message,
-                                                     response=response, route=route))
+                                                     response=response, route=route),
+                              settled_call=settled_call)

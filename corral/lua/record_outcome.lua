@@ -8,25 +8,27 @@
 -- KEYS[5] seq       hash   custom_id -> its position in done
 -- KEYS[6] attempts  hash   custom_id -> attempts started
 -- KEYS[7] lease     string the line's lease, released here
--- KEYS[8..] every long-lived key of the batch, to start the retention TTL when it ends
+-- KEYS[8] inflight  hash   custom_id#attempt -> start (s) of provider calls not yet settled
+-- KEYS[9..] every long-lived key of the batch, to start the retention TTL when it ends
 -- ARGV[1] custom_id
 -- ARGV[2] record           the terminal record (JSON)
 -- ARGV[3] counter          "completed" (a result) or "failed" (an error record)
 -- ARGV[4] ledger_entry     a cost record (JSON object), or "" when the call was not billed
 -- ARGV[5] retention_s      seconds the batch's keys live after it ends
 -- ARGV[6] only_unstarted   "1": write only if no attempt was ever started (cancel, expiry)
+-- ARGV[7] settled_call     the inflight field this call settles, or "" 
 --
 -- Returns 1 when this call wrote the record, 0 when one existed (a duplicate), -1 when
 -- only_unstarted and the line has started. The ledger entry is stored with "productive" =
 -- whether it bought the line's result, so a duplicate's spend is counted, never dropped.
 -- When the last line lands, an in_progress or cancelling batch takes its end_status
 -- ("completed" by default; "failed" if no line succeeded), timestamps come from the Redis
--- server clock, and every key in KEYS[8..] gets the retention TTL.
+-- server clock, and every key in KEYS[9..] gets the retention TTL.
 
-local outcomes, done, meta, ledger, seq, attempts, lease =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local outcomes, done, meta, ledger, seq, attempts, lease, inflight =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local custom_id, record, counter, ledger_entry = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local retention_s, only_unstarted = tonumber(ARGV[5]), ARGV[6]
+local retention_s, only_unstarted, settled_call = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 
 if only_unstarted == '1' and redis.call('HEXISTS', attempts, custom_id) == 1 then
   return -1
@@ -34,6 +36,9 @@ end
 
 local first = redis.call('HSETNX', outcomes, custom_id, record)
 redis.call('DEL', lease)
+if settled_call ~= '' then
+  redis.call('HDEL', inflight, settled_call)
+end
 
 if ledger_entry ~= '' then
   local entry = cjson.decode(ledger_entry)
@@ -58,7 +63,7 @@ if (status == 'in_progress' or status == 'cancelling') and completed + failed >=
   end
   local now = redis.call('TIME')[1]
   redis.call('HSET', meta, 'status', ending, 'finalizing_at', now, ending .. '_at', now)
-  for i = 8, #KEYS do
+  for i = 9, #KEYS do
     redis.call('EXPIRE', KEYS[i], retention_s)
   end
 end

@@ -6,6 +6,7 @@
 -- KEYS[3] bodies    hash   custom_id -> stored request (JSON)
 -- KEYS[4] attempts  hash   custom_id -> attempts started
 -- KEYS[5] lease     string the line's lease
+-- KEYS[6] inflight  hash   custom_id#attempt -> start (s): set here, removed when settled
 -- ARGV[1] custom_id
 -- ARGV[2] lease_ms  how long the lease holds (ms): one attempt's longest run
 -- ARGV[3] holder    who takes the lease (worker host and pid, for debugging)
@@ -17,10 +18,11 @@
 --   "cancelled" the batch is being cancelled: end the line as batch_cancelled
 --   "expired"   the batch's completion window has passed: end it as batch_expired
 --   "missing"   no stored request (the batch was deleted): skip
---   "run"       lease taken, attempt counted: call the provider
+--   "run"       lease taken, attempt counted and marked in flight: call the provider
 -- The lease key expires after lease_ms; record_outcome.lua deletes it when the line ends.
 
-local outcomes, meta, bodies, attempts, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local outcomes, meta, bodies, attempts, lease, inflight =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local custom_id, lease_ms, holder = ARGV[1], ARGV[2], ARGV[3]
 
 if redis.call('HEXISTS', outcomes, custom_id) == 1 then
@@ -33,8 +35,9 @@ end
 if state[1] == 'cancelling' or state[1] == 'cancelled' then
   return {'cancelled', 0, false}
 end
+local now = tonumber(redis.call('TIME')[1])
 local expires_at = tonumber(state[2])
-if expires_at and tonumber(redis.call('TIME')[1]) >= expires_at then
+if expires_at and now >= expires_at then
   return {'expired', 0, false}
 end
 local request = redis.call('HGET', bodies, custom_id)
@@ -44,4 +47,6 @@ end
 if not redis.call('SET', lease, holder, 'NX', 'PX', lease_ms) then
   return {'leased', math.max(redis.call('PTTL', lease), 1), false}
 end
-return {'run', redis.call('HINCRBY', attempts, custom_id, 1), request}
+local attempt = redis.call('HINCRBY', attempts, custom_id, 1)
+redis.call('HSET', inflight, custom_id .. '#' .. attempt, now)
+return {'run', attempt, request}
