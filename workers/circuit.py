@@ -16,7 +16,9 @@ from corral.redis_keys import circuit_key
 
 log = logging.getLogger(__name__)
 
-LOCAL_CACHE_S = 1.0  # how stale a process's view of other processes' circuits may be
+# How long a process trusts that a provider's circuit is closed without asking Redis; an open
+# circuit is always re-read, so `corral retry` (which closes it) takes effect at once.
+CLOSED_CACHE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class CircuitBreaker:
         self._client = client
         self._open_s = open_s
         self._clock = clock
-        self._cache: dict[str, tuple[float, OpenCircuit | None]] = {}
+        self._closed_at: dict[str, float] = {}  # provider → when it was last seen closed
         self._lock = threading.Lock()
 
     def open(self, provider: str, err: PermanentError) -> OpenCircuit:
@@ -51,18 +53,19 @@ class CircuitBreaker:
             log.error("%s; calls to %r stop for %g s; fix it, then run `corral retry BATCH`",
                       circuit.message, provider, self._open_s)
         with self._lock:
-            self._cache[provider] = (self._clock(), circuit)
+            self._closed_at.pop(provider, None)
         return circuit
 
     def check(self, provider: str) -> OpenCircuit | None:
         """The provider's open circuit, or None when calls may go ahead."""
         now = self._clock()
         with self._lock:
-            cached = self._cache.get(provider)
-        if cached is not None and now - cached[0] < LOCAL_CACHE_S:
-            return cached[1]
+            closed_at = self._closed_at.get(provider)
+        if closed_at is not None and now - closed_at < CLOSED_CACHE_S:
+            return None
         raw = self._client.get(circuit_key(provider))
-        circuit = OpenCircuit(**json.loads(raw)) if raw else None
+        if raw:
+            return OpenCircuit(**json.loads(raw))
         with self._lock:
-            self._cache[provider] = (now, circuit)
-        return circuit
+            self._closed_at[provider] = now
+        return None

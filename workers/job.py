@@ -32,7 +32,7 @@ from corral.tokens import reservation_tokens
 from workers.backoff import backoff_delay_s
 from workers.circuit import CircuitBreaker
 from workers.provider_client import Completion, ProviderClient
-from workers.rate_limiter import RateLimiter, ShuttingDownError
+from workers.rate_limiter import NoCallMadeError, RateLimiter, ShuttingDownError
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,17 @@ class JobRunner:
         elif verdict == "run":
             try:
                 return self._attempt(batch_id, custom_id, int(attempt), json.loads(raw_job))
-            except BaseException as err:
-                # The message goes back (requeue or redelivery): let it run at once. A call
-                # that never left (the worker is stopping) is no spend to account for.
-                pipe = self._client.pipeline(transaction=False)
-                pipe.delete(keys.lease(custom_id))
+            except NoCallMadeError as err:
+                # No provider call was made: take the attempt back, and let the job return
+                # (after the wait the limiter expects, or at once when the worker stops).
+                self._undo_attempt(keys, custom_id, int(attempt))
                 if isinstance(err, ShuttingDownError):
-                    pipe.hdel(keys.inflight, keys.call_id(custom_id, int(attempt)))
-                pipe.execute()
+                    raise
+                return RetryLater(min(err.retry_after_s, self._settings.max_retry_delay_s),
+                                  str(err))
+            except BaseException:
+                # The message goes back (requeue or redelivery): let it run at once.
+                self._client.delete(keys.lease(custom_id))
                 raise
         else:
             log.info("skip %s/%s: %s", batch_id, custom_id, verdict)
@@ -162,6 +165,13 @@ class JobRunner:
             raise
         self._limiter.admitted(scope, completion.headers)
         return completion
+
+    def _undo_attempt(self, keys: BatchKeys, custom_id: str, attempt: int) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.delete(keys.lease(custom_id))
+        pipe.hdel(keys.inflight, keys.call_id(custom_id, attempt))
+        pipe.hincrby(keys.attempts, custom_id, -1)
+        pipe.execute()
 
     def stop_waiting(self) -> None:
         """The worker is stopping: jobs waiting for capacity give their messages back."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from corral.config import RateScope
-from corral.errors import InvalidRequestError, RateLimitedError
+from corral.errors import InvalidRequestError
 from workers.buckets import BucketStore
 from workers.rate_limit_headers import parse_remaining
 
@@ -21,11 +21,19 @@ TIGHTEN_BELOW_SHARE = 0.1  # only a nearly empty provider bucket is worth a Redi
 POLL_JITTER_SHARE = 0.1  # spreads the pollers of different processes apart
 
 
-class CapacityWaitExceededError(RateLimitedError):
-    """No capacity came within CORRAL_MAX_CAPACITY_WAIT_S; the job goes back for later."""
+class NoCallMadeError(Exception):
+    """The provider was not called; the job goes back to its queue, no attempt spent."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
-class ShuttingDownError(Exception):
+class CapacityWaitExceededError(NoCallMadeError):
+    """No capacity within CORRAL_MAX_CAPACITY_WAIT_S (or a cooldown runs longer)."""
+
+
+class ShuttingDownError(NoCallMadeError):
     """The worker is stopping: a job still waiting for capacity goes back to its queue."""
 
 
@@ -72,7 +80,7 @@ class RateLimiter:
                 raise ShuttingDownError("worker is shutting down")
             if self._clock() - start > self._max_wait_s:
                 raise CapacityWaitExceededError(
-                    f"no {scope.name} capacity within {self._max_wait_s:g} s")
+                    f"no {scope.name} capacity within {self._max_wait_s:g} s", retry_after_s=1)
         try:
             while True:
                 decision = self._store.acquire(scope, tokens)
@@ -85,7 +93,8 @@ class RateLimiter:
                 wait_s = decision.wait_ms / 1000 * (1 + self._rng.uniform(0, POLL_JITTER_SHARE))
                 if self._clock() - start + wait_s > self._max_wait_s:
                     raise CapacityWaitExceededError(
-                        f"no {scope.name} capacity within {self._max_wait_s:g} s")
+                        f"no {scope.name} capacity within {self._max_wait_s:g} s",
+                        retry_after_s=wait_s)
                 self._sleep(wait_s)
         finally:
             gate.release()

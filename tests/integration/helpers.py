@@ -17,3 +17,23 @@ def request(custom_id: str, model: str, text: str, **body: object) -> dict:
     """One batch input line."""
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
             "body": {"model": model, "messages": [{"role": "user", "content": text}], **body}}
+
+
+def assert_complete(client, batch_id: str, total: int, served: int) -> dict:
+    """Every accepted line has exactly one terminal record, and no provider call that the
+    simulator served is missing from the cost accounting (ledger + unsettled calls)."""
+    from corral.redis_keys import BatchKeys
+    from producer.batches import read_batch
+    from producer.results import iter_records
+
+    keys = BatchKeys(batch_id)
+    batch = read_batch(client, batch_id)
+    counts = batch["request_counts"]
+    assert counts["total"] == total
+    assert counts["completed"] + counts["failed"] == total, counts
+    assert client.hlen(keys.outcomes) == total
+    exported = [record["custom_id"] for record in iter_records(client, batch_id)]
+    assert len(exported) == len(set(exported)) == total  # no line twice
+    accounted = client.llen(keys.ledger) + client.hlen(keys.inflight)
+    assert accounted >= served, (accounted, served)
+    return batch

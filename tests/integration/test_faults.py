@@ -1,0 +1,257 @@
+"""Fault injection: kill, restart, storm and starve the real processes; nothing is lost.
+
+After each: every accepted line has exactly one terminal record, none twice, and the cost
+accounting covers every call the simulator served (see helpers.assert_complete).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from corral.embedded_redis import EmbeddedRedis
+from corral.redis_keys import BatchKeys
+from producer.views import wait_for_batch
+from tests.integration.helpers import assert_complete, request, write_jsonl
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+# Short enough that a job lost with its worker comes back within seconds:
+# visibility 8 s > 2 x (capacity wait 1 + deadline 2) + longest retry delay 0.5.
+QUICK_RECOVERY = {"CORRAL_REQUEST_DEADLINE_S": "2", "CORRAL_MAX_CAPACITY_WAIT_S": "1",
+                  "CORRAL_VISIBILITY_TIMEOUT_S": "8"}
+
+
+def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(interval_s)
+
+
+def finished(client: redis.Redis, batch_id: str) -> int:
+    return client.hlen(BatchKeys(batch_id).outcomes)
+
+
+def lines(count: int, prefix: str = "l") -> list[dict]:
+    return [request(f"{prefix}{i}", "small", f"line {i}", max_tokens=16) for i in range(count)]
+
+
+def test_1_sigkill_one_of_three_workers_at_30_percent(tmp_path: Path, redis_client,
+                                                      write_config, start_simulator,
+                                                      start_workers, corral) -> None:
+    sim = start_simulator("--latency-ms", "100")
+    config = write_config(f"{sim.base_url}/v1")
+    workers = start_workers(config, ["corral.small"], processes=3, concurrency=8,
+                            env=QUICK_RECOVERY)
+    batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(1000))),
+                      config=config, env_extra=QUICK_RECOVERY).stdout.strip()
+    wait_until(lambda: finished(redis_client, batch_id) >= 300)
+    workers[0].process.send_signal(signal.SIGKILL)
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=90)
+    assert batch["status"] == "completed"
+    assert_complete(redis_client, batch_id, 1000, sim.stats()["served"])
+    assert batch["request_counts"]["failed"] == 0
+
+
+def test_2_redis_restart_with_aof_mid_batch(tmp_path: Path, redis_client, write_config,
+                                            start_simulator, start_workers, corral) -> None:
+    data_dir = tmp_path / "redis-data"
+    data_dir.mkdir()
+    server = EmbeddedRedis(data_dir=data_dir, appendonly=True).start()
+    private = {**QUICK_RECOVERY, "CORRAL_REDIS_URL": server.url}
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    try:
+        sim = start_simulator("--latency-ms", "50")
+        config = write_config(f"{sim.base_url}/v1")
+        start_workers(config, ["corral.small"], processes=2, concurrency=8, env=private)
+        batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(600))),
+                          config=config, env_extra=private).stdout.strip()
+        wait_until(lambda: finished(client, batch_id) >= 150)
+        server.stop()  # SHUTDOWN flushes the AOF, as a restart for maintenance would
+        server = EmbeddedRedis(port=server.port, data_dir=data_dir, appendonly=True).start()
+        batch = wait_for_batch(client, batch_id, show_progress=False, timeout_s=120)
+        assert batch["status"] == "completed"
+        assert_complete(client, batch_id, 600, sim.stats()["served"])
+        assert finished(client, batch_id) == 600
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_3_a_429_storm_pauses_every_worker_for_retry_after(tmp_path: Path, redis_client,
+                                                          write_config, start_simulator,
+                                                          start_workers, corral) -> None:
+    sim = start_simulator("--latency-ms", "20")
+    config = write_config(f"{sim.base_url}/v1")
+    patient = {"CORRAL_MAX_ATTEMPTS": "30"}
+    start_workers(config, ["corral.small"], processes=2, concurrency=8, env=patient)
+    storm_s, retry_after_s = 30, 5
+    httpx.post(f"{sim.base_url}/_sim/faults", json={"storm": {
+        "model": "sim-small", "duration_s": storm_s, "retry_after_s": retry_after_s}})
+    started = time.monotonic()
+    batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(200))),
+                      config=config, env_extra=patient).stdout.strip()
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
+    assert batch["request_counts"] == {"total": 200, "completed": 200, "failed": 0}
+    assert time.monotonic() - started >= storm_s  # it really waited the storm out
+
+    calls = httpx.get(f"{sim.base_url}/_sim/calls", params={"model": "sim-small"}).json()
+    calls = sorted(calls["calls"])
+    limited = [t for t, status in calls if status == 429]
+    assert len(limited) >= storm_s // retry_after_s  # one round per cooldown at least
+    # After each 429, no call goes out before Retry-After has passed, except calls that had
+    # already been sent when the 429 was answered (they arrive within a few milliseconds).
+    in_flight_ms, slack_ms = 100, 50
+    for t_ms, _status in calls:
+        known = [r for r in limited if r < t_ms - in_flight_ms]
+        if known:
+            assert t_ms >= known[-1] + retry_after_s * 1000 - slack_ms, (t_ms, known[-1])
+    assert_complete(redis_client, batch_id, 200, sim.stats()["served"])
+
+
+def test_4_random_5xx_and_hung_responses_are_retried_or_recorded(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    sim = start_simulator("--error-rate", "0.3", "--hang-rate", "0.02", "--seed", "7")
+    config = write_config(f"{sim.base_url}/v1")
+    env = {**QUICK_RECOVERY, "CORRAL_MAX_ATTEMPTS": "4"}
+    start_workers(config, ["corral.small"], processes=2, concurrency=16, env=env)
+    batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(400))),
+                      config=config, env_extra=env).stdout.strip()
+    wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
+    stats = sim.stats()
+    batch = assert_complete(redis_client, batch_id, 400, stats["served"])
+    assert stats["hung"] > 0 and int(stats["by_status"].get("500", 0)) > 0
+    records = [json.loads(r) for r in
+               redis_client.hvals(BatchKeys(batch_id).outcomes)]
+    codes = {r["error"]["code"] for r in records if r["error"]}
+    assert codes <= {"server_error_exhausted", "timeout_exhausted"}
+    # 0.32^4 ≈ 1% of lines may exhaust their four attempts; the rest must succeed.
+    assert batch["request_counts"]["completed"] >= 380
+    attempts = [int(a) for a in redis_client.hvals(BatchKeys(batch_id).attempts)]
+    assert max(attempts) <= 4 and sum(attempts) > 400
+
+
+def test_5_sigterm_mid_request_finishes_running_jobs_and_requeues_the_rest(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    sim = start_simulator("--latency-ms", "1500")
+    config = write_config(f"{sim.base_url}/v1")
+    first, second = start_workers(config, ["corral.small"], processes=2, concurrency=4)
+    batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(40))),
+                      config=config).stdout.strip()
+    wait_until(lambda: sim.stats()["requests"] >= 8)  # both workers are mid-request
+    stopping = time.monotonic()
+    first.process.send_signal(signal.SIGTERM)
+    first.process.wait(timeout=30)
+    assert time.monotonic() - stopping < 10  # bounded: one request, not the whole backlog
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=90)
+    assert batch["request_counts"] == {"total": 40, "completed": 40, "failed": 0}
+    stats = sim.stats()
+    assert stats["served"] == 40  # the calls running at SIGTERM finished; none was redone
+    assert_complete(redis_client, batch_id, 40, stats["served"])
+    assert second.process.poll() is None
+
+
+def test_6_sigkill_submit_halfway_then_resume_enqueues_only_the_missing_lines(
+        tmp_path: Path, redis_client, redis_url, write_config, start_simulator,
+        start_workers, corral, corral_env) -> None:
+    sim = start_simulator()
+    config = write_config(f"{sim.base_url}/v1")
+    total = 10_000
+    batch_file = write_jsonl(tmp_path / "big.jsonl", lines(total))
+    submit = subprocess.Popen([sys.executable, "-m", "producer", "submit", str(batch_file)],
+                              env={**corral_env, "CORRAL_CONFIG": str(config)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: any(redis_client.llen(BatchKeys(b).order) >= total * 0.3
+                           for b in redis_client.zrange("corral:batches", 0, -1)),
+               interval_s=0.005)
+    submit.send_signal(signal.SIGKILL)
+    submit.wait()
+    batch_id = redis_client.zrange("corral:batches", 0, -1)[0]
+    stored = redis_client.llen(BatchKeys(batch_id).order)
+    assert stored < total  # really killed halfway
+
+    resumed = corral("resume", batch_id, config=config)
+    assert resumed.returncode == 0, resumed.stderr
+    assert int(resumed.stdout) >= total - stored
+    start_workers(config, ["corral.small"], processes=2, concurrency=16)
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=150)
+    assert batch["request_counts"] == {"total": total, "completed": total, "failed": 0}
+    served = sim.stats()["served"]
+    assert served == total  # duplicate messages never became duplicate calls
+    assert_complete(redis_client, batch_id, total, served)
+
+
+def test_7_invalid_key_fails_fast_then_retry_after_the_fix_completes(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    good_key, bad_key = "sk-canary-good-5f2a", "sk-canary-bad-91c7"
+    sim = start_simulator("--api-key", good_key)
+    key_file = tmp_path / "key"
+    key_file.write_text(bad_key)
+    config = write_config(f"{sim.base_url}/v1")
+    config.write_text(config.read_text().replace(
+        'api_key_env = "CORRAL_TEST_SIM_KEY"', f'api_key_file = "{key_file}"'))
+    workers = start_workers(config, ["corral.small"], processes=2, concurrency=4)
+    batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(100))),
+                      config=config).stdout.strip()
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["status"] == "failed"
+    assert batch["request_counts"]["failed"] == 100
+    assert batch["errors"]["data"][0]["code"] == "authentication_error"
+    assert sim.stats()["by_status"]["401"] <= 8  # failed fast: about one call per slot
+    status = corral("status", batch_id, "--json", config=config)
+
+    key_file.write_text(good_key)
+    retried = corral("retry", batch_id, "--codes", "authentication_error", config=config)
+    assert retried.returncode == 0 and retried.stdout.strip() == "100"
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 100, "completed": 100, "failed": 0}
+    assert redis_client.llen(BatchKeys(batch_id).history) == 100  # the first records kept
+    out = tmp_path / "out.jsonl"
+    corral("results", batch_id, "-o", str(out), config=config)
+
+    texts = [out.read_text(), (tmp_path / "out.errors.jsonl").read_text(), status.stdout,
+             status.stderr, retried.stderr, *(w.log_path.read_text() for w in workers)]
+    for key in (good_key, bad_key):
+        assert not any(key in text for text in texts)
+        for redis_key in redis_client.scan_iter("*"):
+            assert key.encode() not in (redis_client.dump(redis_key) or b"")
+
+
+def test_8_malformed_and_oversized_lines_are_skipped_and_the_rest_runs(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    sim = start_simulator()
+    config = write_config(f"{sim.base_url}/v1")
+    batch_file = write_jsonl(tmp_path / "mixed.jsonl", [
+        *lines(50, "ok-"),
+        '{"custom_id": "broken", "method": "POST", ',
+        request("huge", "small", "x" * 3_000_000),
+        "[]",
+        request("too-many-tokens", "small", "hello", max_tokens=2_000_000),
+        *lines(50, "more-"),
+    ])
+    submitted = corral("submit", str(batch_file), "--skip-invalid", config=config)
+    assert submitted.returncode == 0, submitted.stderr
+    assert "line 51: malformed JSON" in submitted.stderr
+    assert "line 52: prompt of about 750000 tokens exceeds" in submitted.stderr
+    assert "line 53: expected a JSON object" in submitted.stderr
+    assert "line 54: request needs" in submitted.stderr
+    batch_id = submitted.stdout.strip()
+    start_workers(config, ["corral.small"])
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["request_counts"] == {"total": 104, "completed": 100, "failed": 4}
+    assert_complete(redis_client, batch_id, 104, sim.stats()["served"])
+    assert sim.stats()["served"] == 100
