@@ -6,7 +6,7 @@ import pytest
 
 from corral.config import RateScope
 from corral.redis_keys import bucket_key
-from workers.buckets import Decision, LocalBucketStore, RedisBucketStore
+from workers.buckets import Admission, Decision, LocalBucketStore, RedisBucketStore
 
 SCOPE = RateScope(name="p:m", rpm=60, tpm=6000)  # 1 request and 100 tokens per second
 PERIOD_S = 60.0
@@ -87,12 +87,39 @@ def test_refund_gives_tokens_back_but_not_the_request(redis_client) -> None:
     assert drain(store, 100, now_ms=0) == 59  # 60 requests minus the one that was used
 
 
-def test_provider_remaining_lowers_levels_and_never_raises_them(redis_client) -> None:
+def test_a_report_raises_levels_by_what_was_admitted_after_that_call(redis_client) -> None:
     store = RedisBucketStore(redis_client, period_s=PERIOD_S)
-    store.settle(SCOPE, remaining_requests=2, remaining_tokens=None, now_ms=0)
-    assert drain(store, 1, now_ms=0) == 2
-    store.settle(SCOPE, remaining_requests=50, remaining_tokens=50, now_ms=0)
-    assert drain(store, 1, now_ms=0) == 0
+    first = store.acquire(SCOPE, 1, now_ms=0).admission
+    assert drain(store, 1, now_ms=0) == 59  # 59 more admitted after the first call
+    # A sliding-window provider whose window moved on reports 70 left after the first call;
+    # we have admitted 59 since, so 11 are ours to use now.
+    store.settle(SCOPE, remaining_requests=70, admission=first, now_ms=0)
+    assert drain(store, 1, now_ms=0) == 11
+
+
+def test_a_refilling_provider_whose_report_lags_never_raises_us(redis_client) -> None:
+    store = RedisBucketStore(redis_client, period_s=PERIOD_S)
+    first = store.acquire(SCOPE, 1, now_ms=0).admission
+    assert drain(store, 1, now_ms=0) == 59
+    # The first call's answer arrives 3 s later, after the others: the provider had 59 left
+    # after admitting it, and we have admitted 59 since; our own refill of 3 stands.
+    store.settle(SCOPE, remaining_requests=59, admission=first, now_ms=3000)
+    assert drain(store, 1, now_ms=3000) == 3
+
+
+def test_a_report_lowers_levels_counting_the_refill_since_that_call(redis_client) -> None:
+    store = RedisBucketStore(redis_client, period_s=PERIOD_S)
+    first = store.acquire(SCOPE, 1, now_ms=0).admission
+    # Someone else shares the provider's limit: 10 left after our call, 2 s ago.
+    store.settle(SCOPE, remaining_requests=10, admission=first, now_ms=2000)
+    assert drain(store, 1, now_ms=2000) == 12  # 10 + 2 s of refill
+
+
+def test_a_report_from_before_the_key_was_recreated_is_ignored(redis_client) -> None:
+    store = RedisBucketStore(redis_client, period_s=PERIOD_S)
+    stale = Admission(requests_total=500, tokens_total=9000, at_ms=0)
+    store.settle(SCOPE, remaining_requests=0, remaining_tokens=0, admission=stale, now_ms=0)
+    assert drain(store, 1, now_ms=0) == 60
 
 
 def test_the_key_expires_once_it_would_be_full_again(redis_client) -> None:

@@ -16,12 +16,22 @@ from corral.redis_keys import bucket_key
 
 
 @dataclass(frozen=True)
+class Admission:
+    """Where an admitted call stands in the scope's running totals, for settling it later."""
+
+    requests_total: int
+    tokens_total: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
 class Decision:
     """The answer of one acquire: taken, or how long until it could be."""
 
     allowed: bool
     wait_ms: int = 0
     never: bool = False  # the request is larger than the scope's TPM
+    admission: Admission | None = None
 
 
 class BucketStore(Protocol):
@@ -31,7 +41,8 @@ class BucketStore(Protocol):
 
     def settle(self, scope: RateScope, *, refund_tokens: int | None = None,
                cooldown_ms: int | None = None, remaining_requests: int | None = None,
-               remaining_tokens: int | None = None, now_ms: int | None = None) -> None: ...
+               remaining_tokens: int | None = None, admission: Admission | None = None,
+               now_ms: int | None = None) -> None: ...
 
 
 def _arg(value: int | None) -> str | int:
@@ -52,15 +63,23 @@ class RedisBucketStore:
 
     def acquire(self, scope: RateScope, tokens: int, now_ms: int | None = None) -> Decision:
         """Take one request and `tokens` tokens, both or neither."""
-        allowed, wait_ms, *_ = self._call("acquire", scope, now_ms, tokens)
-        return Decision(allowed=allowed == 1, wait_ms=int(wait_ms), never=allowed == -1)
+        allowed, wait_ms, requests_total, tokens_total, at_ms = self._call(
+            "acquire", scope, now_ms, tokens)
+        admission = Admission(int(requests_total), int(tokens_total), int(at_ms)) \
+            if allowed == 1 else None
+        return Decision(allowed=allowed == 1, wait_ms=int(wait_ms), never=allowed == -1,
+                        admission=admission)
 
     def settle(self, scope: RateScope, *, refund_tokens: int | None = None,
                cooldown_ms: int | None = None, remaining_requests: int | None = None,
-               remaining_tokens: int | None = None, now_ms: int | None = None) -> None:
-        """Refund tokens, start a cooldown, or lower the levels to what the provider reports."""
+               remaining_tokens: int | None = None, admission: Admission | None = None,
+               now_ms: int | None = None) -> None:
+        """Refund tokens, start a cooldown, or sync to what the provider reported after the
+        call admitted as `admission`."""
+        since = [admission.requests_total, admission.tokens_total, admission.at_ms] \
+            if admission else ["", "", ""]
         self._call("settle", scope, now_ms, _arg(refund_tokens), _arg(cooldown_ms),
-                   _arg(remaining_requests), _arg(remaining_tokens))
+                   _arg(remaining_requests), _arg(remaining_tokens), *since)
 
 
 class LocalBucketStore:
@@ -90,13 +109,13 @@ class LocalBucketStore:
             r, t = self._refilled(scope, now_ms)
             if r >= 1 and t >= tokens:
                 self._levels[scope.name] = (r - 1, t - tokens, now_ms)
-                return Decision(allowed=True)
+                return Decision(allowed=True, admission=Admission(0, 0, now_ms))
             self._levels[scope.name] = (r, t, now_ms)
         wait_ms = max((1 - r) * self._period_ms / scope.rpm,
                       (tokens - t) * self._period_ms / scope.tpm, 1)
         return Decision(allowed=False, wait_ms=int(wait_ms) + 1)
 
-    def settle(self, scope: RateScope, **_: int | None) -> None:
+    def settle(self, scope: RateScope, **_: object) -> None:
         """Local limiting ignores what the provider says, as per-worker limiters do."""
 
 
@@ -104,7 +123,7 @@ class UnlimitedBucketStore:
     """CORRAL_RATE_LIMITER=off: every call is admitted at once."""
 
     def acquire(self, scope: RateScope, tokens: int, now_ms: int | None = None) -> Decision:
-        return Decision(allowed=True)
+        return Decision(allowed=True, admission=Admission(0, 0, 0))
 
-    def settle(self, scope: RateScope, **_: int | None) -> None:
+    def settle(self, scope: RateScope, **_: object) -> None:
         """Nothing to settle."""

@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,17 +155,24 @@ class JobRunner:
         return None
 
     def _call(self, model: ModelConfig, body: dict[str, Any]) -> Completion:
-        """One provider call inside the scope's shared limits."""
+        """One provider call inside the scope's shared limits, settled whatever happens."""
         scope = self._config.scope_of(model)
         tokens = reservation_tokens(body, model.default_max_tokens)
-        self._limiter.acquire(scope, tokens)
+        admission = self._limiter.acquire(scope, tokens)
+        headers: Mapping[str, str] = {}
+        rate_limited: RateLimitedError | None = None
         try:
             completion = self._provider_client.complete(self._config.provider_of(model), body)
+            headers = completion.headers
+            return completion
         except RateLimitedError as err:
-            self._limiter.rejected(scope, tokens, err.retry_after_s)
+            rate_limited = err
             raise
-        self._limiter.admitted(scope, completion.headers)
-        return completion
+        finally:
+            self._limiter.settle(scope, tokens, admission, headers=headers,
+                                 rate_limited=rate_limited is not None,
+                                 retry_after_s=rate_limited.retry_after_s if rate_limited
+                                 else None)
 
     def _undo_attempt(self, keys: BatchKeys, custom_id: str, attempt: int) -> None:
         pipe = self._client.pipeline(transaction=False)

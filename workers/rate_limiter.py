@@ -13,11 +13,10 @@ from collections.abc import Callable, Mapping
 
 from corral.config import RateScope
 from corral.errors import InvalidRequestError
-from workers.buckets import BucketStore
-from workers.rate_limit_headers import parse_remaining
+from workers.buckets import Admission, BucketStore
+from workers.rate_limit_headers import Remaining, parse_remaining
 
 DEFAULT_COOLDOWN_MS = 1000  # a 429 without Retry-After still shuts the scope briefly
-TIGHTEN_BELOW_SHARE = 0.1  # only a nearly empty provider bucket is worth a Redis call
 POLL_JITTER_SHARE = 0.1  # spreads the pollers of different processes apart
 
 
@@ -65,8 +64,8 @@ class RateLimiter:
         with self._gates_lock:
             return self._gates.setdefault(scope.name, threading.Lock())
 
-    def acquire(self, scope: RateScope, tokens: int) -> float:
-        """Block until one request and `tokens` tokens are taken; returns the seconds waited.
+    def acquire(self, scope: RateScope, tokens: int) -> Admission | None:
+        """Block until one request and `tokens` tokens are taken; returns the admission.
 
         Raises:
             CapacityWaitExceededError: no capacity within the configured wait.
@@ -85,7 +84,7 @@ class RateLimiter:
             while True:
                 decision = self._store.acquire(scope, tokens)
                 if decision.allowed:
-                    return self._clock() - start
+                    return decision.admission
                 if decision.never:
                     raise InvalidRequestError(
                         f"request needs {tokens} tokens but {scope.name} allows {scope.tpm} "
@@ -99,19 +98,21 @@ class RateLimiter:
         finally:
             gate.release()
 
-    def rejected(self, scope: RateScope, tokens: int, retry_after_s: float | None) -> None:
-        """The provider answered 429: it charged no tokens, and every worker must pause."""
-        cooldown_ms = DEFAULT_COOLDOWN_MS if retry_after_s is None else int(retry_after_s * 1000)
-        self._store.settle(scope, refund_tokens=tokens, cooldown_ms=cooldown_ms)
+    def settle(self, scope: RateScope, tokens: int, admission: Admission | None, *,
+               headers: Mapping[str, str], rate_limited: bool = False,
+               retry_after_s: float | None = None) -> None:
+        """A call taken by `acquire` has ended: settle what it taught, if anything.
 
-    def admitted(self, scope: RateScope, headers: Mapping[str, str]) -> None:
-        """Lower the shared levels when the provider says it has less left than we think."""
+        A 429 charged no tokens and shuts the scope for every worker (Retry-After, else a
+        second); an answer's x-ratelimit-remaining-* headers sync the shared levels.
+        """
         remaining = parse_remaining(headers)
-        low_requests = remaining.requests is not None \
-            and remaining.requests < scope.rpm * TIGHTEN_BELOW_SHARE
-        low_tokens = remaining.tokens is not None \
-            and remaining.tokens < scope.tpm * TIGHTEN_BELOW_SHARE
-        if low_requests or low_tokens:
-            self._store.settle(scope, remaining_requests=remaining.requests,
-                               remaining_tokens=remaining.tokens)
-
+        if not rate_limited and remaining == Remaining(None, None):
+            return  # nothing learned: no Redis call
+        cooldown_ms = None
+        if rate_limited:
+            cooldown_ms = DEFAULT_COOLDOWN_MS if retry_after_s is None \
+                else int(retry_after_s * 1000)
+        self._store.settle(scope, refund_tokens=tokens if rate_limited else None,
+                           cooldown_ms=cooldown_ms, remaining_requests=remaining.requests,
+                           remaining_tokens=remaining.tokens, admission=admission)

@@ -3,10 +3,17 @@
 -- Both buckets refill continuously (capacity per period, starting full, like the providers'
 -- limiters) and are taken together or not at all. A cooldown (after a provider 429) holds the
 -- scope shut until it ends and then reopens it empty, so waiting workers are released at the
--- refill rate instead of all at once.
+-- refill rate instead of all at once. The provider's x-ratelimit-remaining-* headers keep the
+-- levels honest both ways. A header describes the provider right after it admitted that call;
+-- since then we admitted more (counted exactly by the running totals nr/nt, whatever order
+-- calls finish in) and, for a refilling provider, it refilled. So a report lowers a level to
+-- remaining - admitted since + refill since, and raises it to remaining - admitted since
+-- (no refill credit): a token-bucket provider never raises us, a sliding-window provider
+-- does when its window moves past a burst and frees capacity at once.
 --
 -- KEYS[1] bucket      hash: r = request level, t = token level, ts = when the levels were
---                     computed (ms), cool = cooldown end (ms)
+--                     computed (ms), cool = cooldown end (ms), nr / nt = requests / tokens
+--                     admitted since the key was created (running totals)
 -- ARGV[1] op          "acquire" or "settle"
 -- ARGV[2] rpm         request capacity per period (requests)
 -- ARGV[3] tpm         token capacity per period (tokens)
@@ -14,13 +21,17 @@
 -- ARGV[5] now_ms      current time (ms), or "" to use the Redis server clock
 -- acquire:
 --   ARGV[6] tokens    tokens to take with one request
---   returns {allowed, wait_ms, requests_left, tokens_left}; allowed is 1 (taken),
---   0 (nothing taken: try again after wait_ms) or -1 (tokens > tpm: can never fit)
+--   returns {allowed, wait_ms, nr, nt, now_ms}; allowed is 1 (taken; nr/nt/now_ms are this
+--   call's admission, to pass back to settle), 0 (nothing taken: try again after wait_ms) or
+--   -1 (tokens > tpm: can never fit)
 -- settle (every argument may be "" for "no change"):
 --   ARGV[6] refund_tokens       tokens to give back (a 429'd call that the server did not charge)
 --   ARGV[7] cooldown_ms         shut the scope for this long from now (extends, never shortens)
---   ARGV[8] remaining_requests  provider's x-ratelimit-remaining-requests: lowers r, never raises
---   ARGV[9] remaining_tokens    provider's x-ratelimit-remaining-tokens: lowers t, never raises
+--   ARGV[8] remaining_requests  provider's x-ratelimit-remaining-requests after the call
+--   ARGV[9] remaining_tokens    provider's x-ratelimit-remaining-tokens after the call
+--   ARGV[10] admitted_nr        the call's nr, from its acquire
+--   ARGV[11] admitted_nt        the call's nt, from its acquire
+--   ARGV[12] admitted_ms        the call's now_ms, from its acquire
 --   returns {requests_left, tokens_left}
 -- TTL: the key expires 2 periods after its last write (by then it would be full again, which
 -- is also how a missing key reads), or when a cooldown ends plus 2 periods.
@@ -34,9 +45,10 @@ if not now then
   now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
 
-local state = redis.call('HMGET', key, 'r', 't', 'ts', 'cool')
+local state = redis.call('HMGET', key, 'r', 't', 'ts', 'cool', 'nr', 'nt')
 local r, t = tonumber(state[1]) or rpm, tonumber(state[2]) or tpm
 local ts, cool = tonumber(state[3]) or now, tonumber(state[4]) or 0
+local nr, nt = tonumber(state[5]) or 0, tonumber(state[6]) or 0
 
 -- Refill for the time elapsed since ts (ts may lie in the future while a cooldown runs).
 local elapsed = now - ts
@@ -47,26 +59,27 @@ if elapsed > 0 then
 end
 
 local function save(ttl_from)
-  redis.call('HSET', key, 'r', r, 't', t, 'ts', ts, 'cool', cool)
+  redis.call('HSET', key, 'r', r, 't', t, 'ts', ts, 'cool', cool, 'nr', nr, 'nt', nt)
   redis.call('PEXPIRE', key, math.max(ttl_from - now, 0) + 2 * period_ms)
 end
 
 if op == 'acquire' then
   local tokens = tonumber(ARGV[6])
   if tokens > tpm then
-    return {-1, 0, math.floor(r), math.floor(t)}
+    return {-1, 0, 0, 0, now}
   end
   if cool > now then
-    return {0, cool - now, 0, 0}
+    return {0, cool - now, 0, 0, now}
   end
   if r >= 1 and t >= tokens then
     r, t = r - 1, t - tokens
+    nr, nt = nr + 1, nt + tokens
     save(now)
-    return {1, 0, math.floor(r), math.floor(t)}
+    return {1, 0, nr, nt, now}
   end
   local wait_r = (1 - r) * period_ms / rpm
   local wait_t = (tokens - t) * period_ms / tpm
-  return {0, math.ceil(math.max(wait_r, wait_t, 1)), math.floor(r), math.floor(t)}
+  return {0, math.ceil(math.max(wait_r, wait_t, 1)), 0, 0, now}
 end
 
 -- settle
@@ -74,9 +87,20 @@ local refund = tonumber(ARGV[6])
 if refund then
   t = math.min(tpm, t + refund)
 end
-local remaining_r, remaining_t = tonumber(ARGV[8]), tonumber(ARGV[9])
-if remaining_r then r = math.min(r, remaining_r) end
-if remaining_t then t = math.min(t, remaining_t) end
+local admitted_nr, admitted_nt, admitted_ms = tonumber(ARGV[10]), tonumber(ARGV[11]),
+  tonumber(ARGV[12])
+local function sync(level, remaining, admitted_since, capacity)
+  -- admitted_since < 0: the key was recreated since the call's acquire; nothing to compare.
+  if not remaining or not admitted_since or admitted_since < 0 then return level end
+  local without_refill = remaining - admitted_since
+  local elapsed = math.max(now - (admitted_ms or now), 0)
+  local with_refill = without_refill + elapsed * capacity / period_ms
+  if with_refill < level then return math.max(with_refill, 0) end
+  if without_refill > level then return math.min(without_refill, capacity) end
+  return level
+end
+r = sync(r, tonumber(ARGV[8]), admitted_nr and nr - admitted_nr, rpm)
+t = sync(t, tonumber(ARGV[9]), admitted_nt and nt - admitted_nt, tpm)
 local cooldown_ms = tonumber(ARGV[7])
 if cooldown_ms and now + cooldown_ms > cool then
   cool = now + cooldown_ms
