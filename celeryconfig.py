@@ -26,11 +26,21 @@ result_serializer = "json"
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
-worker_cancel_long_running_tasks_on_connection_loss = True
+# Keep running jobs running when the broker connection drops: the threads pool cannot cancel
+# them anyway (and trying leaves the consumer stalled after it reconnects). Their acks are
+# lost with the connection, so the broker redelivers them after the visibility timeout, and
+# the redelivery finds the line's record and does nothing.
+worker_cancel_long_running_tasks_on_connection_loss = False
 
 # corral keeps its own records: no result backend.
 task_ignore_result = True
 result_backend = None
+
+# No broadcast remote control (`celery inspect`/`control`): its pub/sub subscription is the
+# part of kombu's Redis transport that can crash a worker when Redis restarts (an
+# AttributeError while the subscriber reconnects). Flower still sees workers and tasks
+# through events, which the workers publish.
+worker_enable_remote_control = False
 
 # Task events feed Flower and `celery events`; the arguments are pointers only.
 worker_send_task_events = True

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # Batch data lives this long after the batch ends; an open circuit this long.
     retention_s: int = 7 * 24 * 3600
     circuit_open_s: float = 300.0
+    # How often a worker looks for accepted lines that lost their message (see reconciler).
+    reconcile_interval_s: float = 30.0
     rate_period_s: float = 60.0
     max_capacity_wait_s: float = 300.0
 
@@ -58,7 +60,8 @@ class Settings(BaseSettings):
     def _check_timing(self) -> Settings:
         for name in ("request_deadline_s", "max_retry_delay_s", "retry_base_delay_s",
                      "visibility_timeout_s", "connect_timeout_s", "rate_period_s",
-                     "max_capacity_wait_s", "retention_s", "circuit_open_s"):
+                     "max_capacity_wait_s", "retention_s", "circuit_open_s",
+                     "reconcile_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"CORRAL_{name.upper()} must be positive")
         if self.max_attempts < 1:

@@ -7,7 +7,7 @@ import json
 import redis
 from celery import Celery
 
-from corral.celery_app import RUN_JOB_TASK
+from corral.jobs import send_jobs
 from corral.records import OutcomeStore, error_record
 from corral.redis_keys import BatchKeys
 from corral.settings import get_settings
@@ -61,14 +61,6 @@ class Enqueuer:
                                               for line in accepted])
         self.enqueued += len(accepted)
         self._client.hincrby(self._keys.meta, "enqueued", len(accepted))
-
-
-def send_jobs(app: Celery, batch_id: str, jobs: list[tuple[str, str]]) -> None:
-    """Send one pointer-only `corral.run_job` message per (custom_id, queue)."""
-    with app.producer_or_acquire() as producer:
-        for custom_id, queue in jobs:
-            app.send_task(RUN_JOB_TASK, args=(batch_id, custom_id), queue=queue,
-                          producer=producer)
 
 
 def _record_id(line: AcceptedLine | RejectedLine) -> str:

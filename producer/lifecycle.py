@@ -13,10 +13,10 @@ from celery import Celery
 from corral import lua_scripts
 from corral.config import CorralConfig
 from corral.errors import BatchNotFoundError
+from corral.jobs import send_jobs
 from corral.records import OutcomeStore, Written, error_record
 from corral.redis_keys import BATCH_INDEX, BatchKeys, circuit_key
 from producer.batches import is_terminal, read_batch
-from producer.enqueue import send_jobs
 from producer.submit import enqueue_lines
 
 CHUNK = 1000

@@ -7,7 +7,7 @@ import threading
 
 import httpx
 
-from corral.config import find_config_path, load_config
+from corral.config import CorralConfig, find_config_path, load_config
 from corral.records import OutcomeStore
 from corral.redis_client import connect
 from corral.settings import get_settings
@@ -16,9 +16,11 @@ from workers.circuit import CircuitBreaker
 from workers.job import JobRunner
 from workers.provider_client import ProviderClient
 from workers.rate_limiter import RateLimiter
+from workers.reconciler import Reconciler
 
 _lock = threading.Lock()
 _runner: JobRunner | None = None
+_reconciler: Reconciler | None = None
 
 
 def job_runner() -> JobRunner:
@@ -31,9 +33,29 @@ def job_runner() -> JobRunner:
     return _runner
 
 
+def reconciler() -> Reconciler:
+    """This process's reconciler (not started)."""
+    global _reconciler
+    if _reconciler is None:
+        with _lock:
+            if _reconciler is None:
+                from workers.app import app
+
+                settings = get_settings()
+                _reconciler = Reconciler(
+                    connect(settings.redis_url), app, _config(), interval_s=
+                    settings.reconcile_interval_s, broker_is_redis=settings.effective_broker_url
+                    .startswith(("redis://", "rediss://", "unix://")))
+    return _reconciler
+
+
+def _config() -> CorralConfig:
+    return load_config(find_config_path(get_settings().config))
+
+
 def _build_runner() -> JobRunner:
     settings = get_settings()
-    config = load_config(find_config_path(settings.config))
+    config = _config()
     client = connect(settings.redis_url)
     # One client per process: its connection pool is thread-safe and keeps connections alive
     # across the slots of a threads pool (DESIGN §4 measured this as the fast set-up).
@@ -56,8 +78,9 @@ def _build_runner() -> JobRunner:
 
 
 def _forget_after_fork() -> None:
-    global _runner, _lock
+    global _runner, _reconciler, _lock
     _runner = None
+    _reconciler = None
     _lock = threading.Lock()
 
 

@@ -255,3 +255,18 @@ def test_8_malformed_and_oversized_lines_are_skipped_and_the_rest_runs(
     assert batch["request_counts"] == {"total": 104, "completed": 100, "failed": 4}
     assert_complete(redis_client, batch_id, 104, sim.stats()["served"])
     assert sim.stats()["served"] == 100
+
+
+def test_lines_whose_messages_vanished_are_sent_again_by_the_reconciler(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    sim = start_simulator()
+    config = write_config(f"{sim.base_url}/v1")
+    batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(50))),
+                      config=config).stdout.strip()
+    redis_client.delete("corral.small")  # every message lost, as a broker crash might
+    start_workers(config, ["corral.small"], processes=2)
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["request_counts"] == {"total": 50, "completed": 50, "failed": 0}
+    assert_complete(redis_client, batch_id, 50, sim.stats()["served"])
+    assert sim.stats()["served"] == 50
