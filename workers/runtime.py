@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Any, cast
 
 import httpx
 
@@ -18,39 +20,41 @@ from workers.provider_client import ProviderClient
 from workers.rate_limiter import RateLimiter
 from workers.reconciler import Reconciler
 
-_lock = threading.Lock()
-_runner: JobRunner | None = None
-_reconciler: Reconciler | None = None
+_lock = threading.RLock()  # re-entrant: one lazily built part may need another
+_instances: dict[str, Any] = {}
+
+
+def _once(name: str, build: Callable[[], Any]) -> Any:
+    if name not in _instances:
+        with _lock:
+            if name not in _instances:
+                _instances[name] = build()
+    return _instances[name]
 
 
 def job_runner() -> JobRunner:
     """This process's JobRunner, built on first use from the environment and corral.toml."""
-    global _runner
-    if _runner is None:
-        with _lock:
-            if _runner is None:
-                _runner = _build_runner()
-    return _runner
+    return cast(JobRunner, _once("job_runner", _build_runner))
 
 
 def reconciler() -> Reconciler:
     """This process's reconciler (not started)."""
-    global _reconciler
-    if _reconciler is None:
-        with _lock:
-            if _reconciler is None:
-                from workers.app import app
+    return cast(Reconciler, _once("reconciler", _build_reconciler))
 
-                settings = get_settings()
-                _reconciler = Reconciler(
-                    connect(settings.redis_url), app, _config(), interval_s=
-                    settings.reconcile_interval_s, broker_is_redis=settings.effective_broker_url
-                    .startswith(("redis://", "rediss://", "unix://")))
-    return _reconciler
+
+def _build_reconciler() -> Reconciler:
+    from workers.app import app
+
+    settings = get_settings()
+    return Reconciler(connect(settings.redis_url), app, _config(),
+                      interval_s=settings.reconcile_interval_s,
+                      broker_is_redis=settings.effective_broker_url.startswith(
+                          ("redis://", "rediss://", "unix://")))
 
 
 def _config() -> CorralConfig:
-    return load_config(find_config_path(get_settings().config))
+    return cast(CorralConfig, _once("config", lambda: load_config(
+        find_config_path(get_settings().config))))
 
 
 def _build_runner() -> JobRunner:
@@ -78,10 +82,9 @@ def _build_runner() -> JobRunner:
 
 
 def _forget_after_fork() -> None:
-    global _runner, _reconciler, _lock
-    _runner = None
-    _reconciler = None
-    _lock = threading.Lock()
+    global _lock
+    _instances.clear()
+    _lock = threading.RLock()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
