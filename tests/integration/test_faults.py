@@ -270,3 +270,21 @@ def test_lines_whose_messages_vanished_are_sent_again_by_the_reconciler(
     assert batch["request_counts"] == {"total": 50, "completed": 50, "failed": 0}
     assert_complete(redis_client, batch_id, 50, sim.stats()["served"])
     assert sim.stats()["served"] == 50
+
+
+def test_a_line_whose_workers_keep_dying_ends_as_attempts_exhausted(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    sim = start_simulator()
+    config = write_config(f"{sim.base_url}/v1")
+    batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(3))),
+                      config=config).stdout.strip()
+    # Four deliveries of l0 started and never finished (their workers died mid-call).
+    redis_client.hset(BatchKeys(batch_id).attempts, "l0", 4)
+    start_workers(config, ["corral.small"], env={"CORRAL_MAX_ATTEMPTS": "4"})
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+    record = json.loads(redis_client.hget(BatchKeys(batch_id).outcomes, "l0"))
+    assert record["error"]["code"] == "attempts_exhausted"
+    assert "started 4 times" in record["error"]["message"]
+    assert sim.stats()["served"] == 2  # the poison line was not called a fifth time
