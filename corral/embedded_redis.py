@@ -96,13 +96,6 @@ class EmbeddedRedis:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would (for fault tests); data dir is kept."""
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
-            self._process = None
-
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
 

@@ -83,7 +83,3 @@ class OutcomeStore:
                   self._retention_s, "1" if only_unstarted else "", settled_call],
         )
         return Written(int(wrote))
-
-    def has_outcome(self, batch_id: str, custom_id: str) -> bool:
-        """Whether the line already ended, so a redelivered job need not call the provider."""
-        return bool(self._client.hexists(BatchKeys(batch_id).outcomes, custom_id))
