@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from decimal import Decimal
 from functools import cached_property
@@ -98,9 +99,33 @@ class RateScope(_Strict):
 
 
 class RouterRule(_Strict):
+    """One routing rule: every condition it sets must hold; it names a model or a tag.
+
+    `keywords` match as case-insensitive substrings of the messages' text (any one suffices),
+    `regex` is searched in that text, `metadata` must equal the line's metadata field by
+    field, and the estimated prompt must lie in [min_prompt_tokens, max_prompt_tokens].
+    A `tag` rule picks the cheapest model with that tag whose limits fit the request.
+    """
+
     name: str
-    model: str
+    model: str | None = None
+    tag: str | None = None
     keywords: tuple[str, ...] = ()
+    regex: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    min_prompt_tokens: int | None = Field(default=None, ge=0)
+    max_prompt_tokens: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RouterRule:
+        if (self.model is None) == (self.tag is None):
+            raise ValueError(f"router rule {self.name!r} must name exactly one of model, tag")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"router rule {self.name!r}: bad regex: {err}") from None
+        return self
 
 
 class RouterConfig(_Strict):
@@ -131,10 +156,16 @@ class CorralConfig(_Strict):
                     raise ValueError(f"name {name!r} is used by both {names[name]!r} and "
                                      f"{model.name!r}")
                 names[name] = model.name
-        for where, target in [("router.default", self.router.default),
-                              *((f"router rule {r.name!r}", r.model) for r in self.router.rules)]:
+        targets = [("router.default", self.router.default)]
+        targets += [(f"router rule {r.name!r}", r.model) for r in self.router.rules if r.model]
+        for where, target in targets:
             if target not in names:
                 raise ValueError(f"{where} names unknown model {target!r}")
+        tags = {tag for model in self.models.values() for tag in model.tags}
+        for rule in self.router.rules:
+            if rule.tag is not None and rule.tag not in tags:
+                raise ValueError(f"router rule {rule.name!r} names tag {rule.tag!r} that no "
+                                 "model has")
         return self
 
     @cached_property

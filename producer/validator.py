@@ -87,7 +87,7 @@ class LineValidator:
         if metadata is not None and not isinstance(metadata, dict):
             raise LineRejected("metadata must be a JSON object")
         try:
-            model, route = self._router.route(body)
+            model, route = self._router.route(body, metadata)
         except UnknownModelError as err:
             raise LineRejected(str(err)) from None
         prompt_tokens = estimate_prompt_tokens(body)
