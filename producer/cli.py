@@ -17,9 +17,18 @@ from producer import lifecycle
 from producer.batches import list_batches, read_batch
 from producer.costs import batch_cost
 from producer.durations import parse_duration_s
+from producer.estimate import Estimate
 from producer.results import errors_path_for, write_outputs
-from producer.session import Session, exit_code_for, finish_submit, submit_batch
+from producer.session import (
+    EXIT_USAGE,
+    Session,
+    exit_code_for,
+    finish_submit,
+    report_rejected,
+    submit_batch,
+)
 from producer.single_machine import demo, run
+from producer.submit import check_file
 from producer.views import batches_table, cost_table, stdout_console, wait_for_batch
 
 
@@ -117,6 +126,37 @@ def cost(session: Session, batch_id: str, as_json: bool) -> None:
         click.echo(json.dumps(report.as_json()))
     else:
         stdout_console().print(cost_table(report, title=f"Cost of {batch_id}"))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--skip-invalid", is_flag=True, help="Estimate the valid lines only.")
+@click.option("--monthly", type=click.IntRange(min=1), default=None,
+              help="Also project N such batches a month, per month and per year.")
+@click.pass_obj
+def estimate(session: Session, file: Path, as_json: bool, skip_invalid: bool,
+             monthly: int | None) -> None:
+    """Tokens, money and time for FILE with the routing applied, before spending anything."""
+    result = Estimate(session.config)
+    check = check_file(file, session.config, report_rejected, result.add)
+    if check.rejected and not skip_invalid:
+        click.echo(f"corral: {check.rejected} bad line(s) in {file} (--skip-invalid "
+                   "estimates the valid lines)", err=True)
+        raise SystemExit(EXIT_USAGE)
+    if as_json:
+        click.echo(json.dumps(result.as_json(monthly)))
+        return
+    console = stdout_console()
+    console.print(cost_table(result.report, title=f"Estimate for {file} (output at the "
+                                                  "requested max_tokens ceiling)"))
+    console.print(f"least time under the limits: {result.duration_s:,.0f} s "
+                  "(plus provider latency)")
+    if monthly is not None:
+        projection = result.as_json(monthly)["monthly"]
+        console.print(f"x {monthly} batches a month: ${projection['cost_usd_per_month']} a "
+                      f"month, ${projection['cost_usd_per_year']} a year; saves "
+                      f"${projection['savings_usd_per_month']} a month against list prices")
 
 
 @cli.command()

@@ -78,15 +78,16 @@ class Session:
         return create_app(broker_url=self.settings.effective_broker_url)
 
 
+def report_rejected(line: RejectedLine) -> None:
+    """`line N: reason` on stderr."""
+    click.echo(f"line {line.number}: {line.reason}", err=True)
+
+
 def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
                  completion_window: str = "24h") -> str:
     """Validate all of `file`, then enqueue it; exits 2 with nothing enqueued on bad lines."""
     config = session.config
-
-    def report(line: RejectedLine) -> None:
-        click.echo(f"line {line.number}: {line.reason}", err=True)
-
-    check = check_file(file, config, report)
+    check = check_file(file, config, report_rejected)
     if check.rejected and not skip_invalid:
         click.echo(f"corral: {check.rejected} bad line(s) in {file}; nothing enqueued "
                    "(--skip-invalid runs the valid lines)", err=True)

@@ -41,7 +41,8 @@ class NothingToSubmitError(ValueError):
 
 
 def check_file(path: Path, config: CorralConfig,
-               on_reject: Callable[[RejectedLine], None]) -> FileCheck:
+               on_reject: Callable[[RejectedLine], None],
+               on_accept: Callable[[AcceptedLine], None] | None = None) -> FileCheck:
     """Validate and route every line of `path`; report each bad one through `on_reject`."""
     result = FileCheck()
     validator = LineValidator(Router(config))
@@ -49,6 +50,8 @@ def check_file(path: Path, config: CorralConfig,
         checked = validator.check(raw)
         if isinstance(checked, AcceptedLine):
             result.accepted_by_model[checked.model.name] += 1
+            if on_accept is not None:
+                on_accept(checked)
         else:
             result.rejected += 1
             on_reject(checked)
