@@ -72,6 +72,13 @@ class ModelConfig(_Strict):
     tags: tuple[str, ...] = ()
     price: Price
     list_price: Price | None = None
+    max_cost: Decimal | None = Field(default=None, gt=0)  # $ per batch on this model
+    fallback: str | None = None  # serves a request this model refuses (too long, unknown)
+
+    @field_validator("max_cost", mode="before")
+    @classmethod
+    def _exact_cap(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, float) else value
 
     @model_validator(mode="after")
     def _default_upstream(self) -> ModelConfig:
@@ -161,6 +168,10 @@ class CorralConfig(_Strict):
         for where, target in targets:
             if target not in names:
                 raise ValueError(f"{where} names unknown model {target!r}")
+        for model in self.models.values():
+            if model.fallback is not None and model.fallback not in self.models:
+                raise ValueError(f"model {model.name!r} falls back to unknown model "
+                                 f"{model.fallback!r}")
         tags = {tag for model in self.models.values() for tag in model.tags}
         for rule in self.router.rules:
             if rule.tag is not None and rule.tag not in tags:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import redis
@@ -25,7 +27,7 @@ def new_batch_id() -> str:
 
 def create_batch(client: redis.Redis, *, total: int, models: list[str], input_file: str,
                  completion_window: str = COMPLETION_WINDOW_DEFAULT,
-                 config_source: str = "") -> str:
+                 config_source: str = "", max_cost_usd: Decimal | None = None) -> str:
     """Store a new batch, in progress, that expects `total` terminal records."""
     batch_id = new_batch_id()
     created_at, _ = client.time()  # the Redis clock, which the workers' checks also use
@@ -36,6 +38,9 @@ def create_batch(client: redis.Redis, *, total: int, models: list[str], input_fi
         "completion_window": completion_window, "total": total, "completed": 0, "failed": 0,
         "enqueued": 0, "models": json.dumps(models), "input_file": input_file,
         "config_source": config_source}
+    if max_cost_usd is not None:
+        meta["max_cost_nusd"] = math.floor(max_cost_usd * 10**9)
+        meta["max_cost_usd"] = format(max_cost_usd, "f")
     pipe = client.pipeline()
     pipe.hset(BatchKeys(batch_id).meta, mapping=meta)  # type: ignore[arg-type]
     pipe.zadd(BATCH_INDEX, {batch_id: created_at})
@@ -66,6 +71,8 @@ def batch_object(meta: dict[str, str]) -> dict[str, Any]:
                            "failed": int(meta.get("failed", 0))},
         "models": json.loads(meta.get("models", "[]")),
         "errors": None,
+        "max_cost_usd": meta.get("max_cost_usd"),
+        "spent_usd": format(Decimal(int(meta.get("spent_nusd", 0))) / 10**9, "f"),
     }
     if meta.get("last_error"):
         batch["errors"] = {"object": "list", "data": [json.loads(meta["last_error"])]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,19 @@ class CorralGroup(click.Group):
             ctx.exit(exit_code_for(err))
 
 
+def parse_usd(text: str | None) -> Decimal | None:
+    """A positive dollar amount, exactly as written."""
+    if text is None:
+        return None
+    try:
+        value = Decimal(text.lstrip("$"))
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or value <= 0:
+        raise ValueError(f"--max-cost {text!r} is not a positive amount of dollars")
+    return value
+
+
 @click.group(cls=CorralGroup)
 @click.version_option(__version__, prog_name="corral")
 @click.option("--config", "config_path", envvar="CORRAL_CONFIG", default=None,
@@ -59,14 +73,18 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @click.option("--skip-invalid", is_flag=True, help="Run the valid lines; file the bad ones as "
               "invalid_request errors.")
 @click.option("--completion-window", default="24h", show_default=True)
+@click.option("--max-cost", "max_cost", default=None, metavar="USD",
+              help="Spending cap for the batch; lines that would pass it end as "
+              "budget_exceeded.")
 @click.option("--json", "as_json", is_flag=True, help="Print the batch object as JSON.")
 @click.pass_obj
 def submit(session: Session, file: Path, wait: bool, skip_invalid: bool,
-           completion_window: str, as_json: bool) -> None:
+           completion_window: str, max_cost: str | None, as_json: bool) -> None:
     """Validate FILE, route every line, and enqueue the batch."""
     parse_duration_s(completion_window)
     batch_id = submit_batch(session, file, skip_invalid=skip_invalid,
-                            completion_window=completion_window)
+                            completion_window=completion_window,
+                            max_cost_usd=parse_usd(max_cost))
     finish_submit(session, batch_id, wait=wait, as_json=as_json)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def report_rejected(line: RejectedLine) -> None:
 
 
 def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
-                 completion_window: str = "24h") -> str:
+                 completion_window: str = "24h", max_cost_usd: Decimal | None = None) -> str:
     """Validate all of `file`, then enqueue it; exits 2 with nothing enqueued on bad lines."""
     config = session.config
     check = check_file(file, config, report_rejected)
@@ -93,7 +94,7 @@ def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
                    "(--skip-invalid runs the valid lines)", err=True)
         raise SystemExit(EXIT_USAGE)
     batch_id = enqueue_file(file, config, check, session.redis, session.app,
-                            completion_window=completion_window)
+                            completion_window=completion_window, max_cost_usd=max_cost_usd)
     by_model = ", ".join(f"{name} {count}" for name, count in
                          sorted(check.accepted_by_model.items()))
     click.echo(f"corral: batch {batch_id}: {check.accepted} lines enqueued ({by_model})"

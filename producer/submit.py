@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import redis
@@ -61,7 +62,8 @@ def check_file(path: Path, config: CorralConfig,
 
 
 def enqueue_file(path: Path, config: CorralConfig, check: FileCheck, client: redis.Redis,
-                 app: Celery, *, completion_window: str) -> str:
+                 app: Celery, *, completion_window: str,
+                 max_cost_usd: Decimal | None = None) -> str:
     """Create the batch and enqueue every accepted line (rejected ones become error records).
 
     The file is read a second time rather than held in memory; validation is deterministic,
@@ -69,7 +71,7 @@ def enqueue_file(path: Path, config: CorralConfig, check: FileCheck, client: red
     """
     batch_id = create_batch(client, total=check.total, models=sorted(check.accepted_by_model),
                             input_file=str(path.resolve()), completion_window=completion_window,
-                            config_source=config.source)
+                            config_source=config.source, max_cost_usd=max_cost_usd)
     enqueue_lines(path, config, client, app, batch_id)
     return batch_id
 

@@ -8,8 +8,9 @@ import os
 import random
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import redis
@@ -18,6 +19,7 @@ from corral import lua_scripts
 from corral.config import CorralConfig, ModelConfig
 from corral.errors import (
     AuthenticationError,
+    ContextLengthExceededError,
     InsufficientQuotaError,
     PermanentError,
     ProviderError,
@@ -29,8 +31,9 @@ from corral.pricing import Usage, cost_and_list_cost
 from corral.records import OutcomeStore, error_record, result_record
 from corral.redis_keys import BatchKeys
 from corral.settings import Settings
-from corral.tokens import reservation_tokens
+from corral.tokens import estimate_prompt_tokens, requested_output_tokens, reservation_tokens
 from workers.backoff import backoff_delay_s
+from workers.budget import Budget, BudgetExceededError
 from workers.circuit import CircuitBreaker
 from workers.provider_client import Completion, ProviderClient
 from workers.rate_limiter import NoCallMadeError, RateLimiter, ShuttingDownError
@@ -54,6 +57,7 @@ class JobRunner:
     def __init__(self, *, config: CorralConfig, client: redis.Redis, outcomes: OutcomeStore,
                  provider_client: ProviderClient, limiter: RateLimiter,
                  circuit: CircuitBreaker, settings: Settings,
+                 send_jobs: Callable[[str, list[tuple[str, str]]], int],
                  rng: random.Random | None = None) -> None:
         self._config = config
         self._client = client
@@ -62,15 +66,17 @@ class JobRunner:
         self._limiter = limiter
         self._circuit = circuit
         self._settings = settings
+        self._send_jobs = send_jobs
         self._rng = rng or random.Random()
         self._start_job = lua_scripts.register(client, "start_job", package="workers")
+        self._budget = Budget(client)
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._lease_ms = int((settings.job_s + LEASE_MARGIN_S) * 1000)
 
     def run(self, batch_id: str, custom_id: str) -> RetryLater | None:
         """One delivery of a line; None once the line has its terminal record (or is skipped)."""
         keys = BatchKeys(batch_id)
-        verdict, attempt, raw_job = self._start_job(
+        verdict, attempt, raw_job, *budgeted = self._start_job(
             keys=[keys.outcomes, keys.meta, keys.bodies, keys.attempts, keys.lease(custom_id),
                   keys.inflight],
             args=[custom_id, self._lease_ms, self._holder])
@@ -87,7 +93,8 @@ class JobRunner:
                               "another worker holds the line's lease")
         elif verdict == "run":
             try:
-                return self._attempt(batch_id, custom_id, int(attempt), json.loads(raw_job))
+                return self._attempt(batch_id, custom_id, int(attempt), json.loads(raw_job),
+                                     budgeted=budgeted == [1])
             except NoCallMadeError as err:
                 # No provider call was made: take the attempt back, and let the job return
                 # (after the wait the limiter expects, or at once when the worker stops).
@@ -104,8 +111,8 @@ class JobRunner:
             log.info("skip %s/%s: %s", batch_id, custom_id, verdict)
         return None
 
-    def _attempt(self, batch_id: str, custom_id: str, attempt: int,
-                 job: dict[str, Any]) -> RetryLater | None:
+    def _attempt(self, batch_id: str, custom_id: str, attempt: int, job: dict[str, Any], *,
+                 budgeted: bool) -> RetryLater | None:
         keys = BatchKeys(batch_id)
         call = keys.call_id(custom_id, attempt)
         route = job.get("route")
@@ -127,8 +134,14 @@ class JobRunner:
                        settled_call=call)
             return None
         try:
-            completion = self._call(model, job["body"])
+            completion = self._call(batch_id, model, job["body"], budgeted=budgeted)
+        except BudgetExceededError as err:
+            self._fail(batch_id, custom_id, "budget_exceeded", str(err), route,
+                       settled_call=call)
+            return None
         except PermanentError as err:
+            if self._fall_back(batch_id, custom_id, call, model, job, err):
+                return None
             if isinstance(err, AuthenticationError | InsufficientQuotaError):
                 circuit = self._circuit.open(model.provider, err)
                 # One clear message on the batch itself, shown by `corral status`.
@@ -154,7 +167,50 @@ class JobRunner:
         self._succeed(batch_id, custom_id, model, completion, route, attempt, call)
         return None
 
-    def _call(self, model: ModelConfig, body: dict[str, Any]) -> Completion:
+    def _fall_back(self, batch_id: str, custom_id: str, call: str, model: ModelConfig,
+                   job: dict[str, Any], err: PermanentError) -> bool:
+        """Re-route a line once to the model's fallback when the model cannot serve it."""
+        error = err.body.get("error") if isinstance(err.body, dict) else None
+        unknown_upstream = isinstance(error, dict) and error.get("code") == "model_not_found"
+        route = job.get("route") or {}
+        if model.fallback is None or route.get("fallback_from") or not (
+                isinstance(err, ContextLengthExceededError) or unknown_upstream):
+            return False
+        fallback = self._config.models[model.fallback]
+        job = {**job, "model": fallback.name, "body": {**job["body"], "model": fallback.upstream},
+               "route": {**route, "model": fallback.name, "fallback_from": model.name,
+                         "reason": f"{route.get('reason', '')}; fallback from {model.name} "
+                                   f"after {'model_not_found' if unknown_upstream else err.code}"}}
+        keys = BatchKeys(batch_id)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(keys.bodies, custom_id, json.dumps(job, separators=(",", ":")))
+        pipe.delete(keys.lease(custom_id))
+        pipe.hdel(keys.inflight, call)
+        pipe.execute()
+        self._send_jobs(batch_id, [(custom_id, fallback.queue)])
+        log.info("line %s/%s re-routed from %s to %s", batch_id, custom_id, model.name,
+                 fallback.name)
+        return True
+
+    def _call(self, batch_id: str, model: ModelConfig, body: dict[str, Any], *,
+              budgeted: bool) -> Completion:
+        """One provider call inside the spending caps and the scope's shared limits."""
+        reserved_nusd = None
+        if budgeted or model.max_cost is not None:
+            ceiling = Usage(estimate_prompt_tokens(body), 0,
+                            requested_output_tokens(body, model.default_max_tokens))
+            reserved_nusd = self._budget.reserve(batch_id, model, ceiling)
+        spent_usd = Decimal(0)
+        try:
+            completion = self._call_within_limits(model, body)
+            spent_usd = cost_and_list_cost(Usage.from_response(completion.body.get("usage")),
+                                           model)[0]
+            return completion
+        finally:
+            if reserved_nusd is not None:
+                self._budget.settle(batch_id, model, reserved_nusd, spent_usd)
+
+    def _call_within_limits(self, model: ModelConfig, body: dict[str, Any]) -> Completion:
         """One provider call inside the scope's shared limits, settled whatever happens."""
         scope = self._config.scope_of(model)
         tokens = reservation_tokens(body, model.default_max_tokens)

@@ -10,6 +10,7 @@ from typing import Any, cast
 import httpx
 
 from corral.config import CorralConfig, find_config_path, load_config
+from corral.jobs import send_jobs
 from corral.records import OutcomeStore
 from corral.redis_client import connect
 from corral.settings import get_settings
@@ -78,7 +79,13 @@ def _build_runner() -> JobRunner:
                      outcomes=OutcomeStore(client, retention_s=settings.retention_s),
                      provider_client=provider_client, limiter=limiter,
                      circuit=CircuitBreaker(client, open_s=settings.circuit_open_s),
-                     settings=settings)
+                     settings=settings, send_jobs=_send_jobs)
+
+
+def _send_jobs(batch_id: str, jobs: list[tuple[str, str]]) -> int:
+    from workers.app import app
+
+    return send_jobs(app, batch_id, jobs)
 
 
 def _forget_after_fork() -> None:

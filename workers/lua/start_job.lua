@@ -11,7 +11,8 @@
 -- ARGV[2] lease_ms  how long the lease holds (ms): one attempt's longest run
 -- ARGV[3] holder    who takes the lease (worker host and pid, for debugging)
 --
--- Returns {verdict, attempt, request}; verdict is
+-- Returns {verdict, attempt, request, budgeted}; budgeted is 1 when the batch has a spending
+-- cap (max_cost_nusd); verdict is
 --   "done"      the line has its record: skip (a redelivery or duplicate)
 --   "leased"    another worker is running it now: try this message again after the lease's
 --               remaining time (attempt = that time in ms), never drop it
@@ -49,4 +50,4 @@ if not redis.call('SET', lease, holder, 'NX', 'PX', lease_ms) then
 end
 local attempt = redis.call('HINCRBY', attempts, custom_id, 1)
 redis.call('HSET', inflight, custom_id .. '#' .. attempt, now)
-return {'run', attempt, request}
+return {'run', attempt, request, redis.call('HEXISTS', meta, 'max_cost_nusd')}
