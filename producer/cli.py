@@ -139,7 +139,11 @@ def results(session: Session, batch_id: str, output: Path, errors_path: Path | N
 def cost(session: Session, batch_id: str, as_json: bool) -> None:
     """Tokens and money per model, with savings against list prices."""
     read_batch(session.redis, batch_id)
-    report = batch_cost(session.redis, batch_id, session.config)
+    try:
+        config = session.config
+    except ConfigError:
+        config = None  # the ledger needs no config; only unsettled calls are then not priced
+    report = batch_cost(session.redis, batch_id, config)
     if as_json:
         click.echo(json.dumps(report.as_json()))
     else:

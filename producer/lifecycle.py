@@ -67,8 +67,9 @@ def expire_if_due(client: redis.Redis, outcomes: OutcomeStore, batch_id: str) ->
     """After the completion window, end every unstarted line as batch_expired."""
     batch = read_batch(client, batch_id)
     now, _ = client.time()
-    if is_terminal(batch) or not batch["expires_at"] or now < batch["expires_at"]:
-        return 0
+    if batch["status"] != "in_progress" or not batch["expires_at"] \
+            or now < batch["expires_at"]:
+        return 0  # a cancelling batch ends as cancelled, whatever the clock says
     client.hset(BatchKeys(batch_id).meta, "end_status", "expired")
     return _end_unstarted(client, outcomes, batch_id, "batch_expired",
                           "the batch's completion window ended before this line ran")

@@ -23,6 +23,8 @@ redis.call('HDEL', outcomes, custom_id)
 redis.call('HDEL', attempts, custom_id)
 redis.call('HINCRBY', meta, 'failed', -1)
 redis.call('HSET', meta, 'status', 'in_progress', 'end_status', 'completed')
+redis.call('HDEL', meta, 'finalizing_at', 'completed_at', 'failed_at', 'expired_at',
+           'cancelled_at')
 for i = 5, #KEYS do
   redis.call('PERSIST', KEYS[i])
 end

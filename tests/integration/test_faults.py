@@ -217,6 +217,7 @@ def test_7_invalid_key_fails_fast_then_retry_after_the_fix_completes(
     assert retried.returncode == 0 and retried.stdout.strip() == "100"
     batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
     assert batch["status"] == "completed"
+    assert batch["completed_at"] is not None and batch["failed_at"] is None  # reopened cleanly
     assert batch["request_counts"] == {"total": 100, "completed": 100, "failed": 0}
     assert redis_client.llen(BatchKeys(batch_id).history) == 100  # the first records kept
     out = tmp_path / "out.jsonl"
