@@ -16,11 +16,13 @@ from corral import __version__
 from corral.errors import ConfigError, CorralError
 from producer import lifecycle
 from producer.batches import list_batches, read_batch
+from producer.check import check_all
 from producer.costs import batch_cost
 from producer.durations import parse_duration_s
 from producer.estimate import Estimate
 from producer.results import errors_path_for, write_outputs
 from producer.session import (
+    EXIT_UNREACHABLE,
     EXIT_USAGE,
     Session,
     exit_code_for,
@@ -179,6 +181,17 @@ def estimate(session: Session, file: Path, as_json: bool, skip_invalid: bool,
         console.print(f"x {monthly} batches a month: ${projection['cost_usd_per_month']} a "
                       f"month, ${projection['cost_usd_per_year']} a year; saves "
                       f"${projection['savings_usd_per_month']} a month against list prices")
+
+
+@cli.command()
+@click.pass_obj
+def check(session: Session) -> None:
+    """Check the config, Redis and every provider (with the key the workers would use)."""
+    findings = list(check_all(session.config, session.settings.redis_url))
+    for finding in findings:
+        click.echo(str(finding))
+    if not all(finding.ok for finding in findings):
+        raise SystemExit(EXIT_UNREACHABLE)
 
 
 @cli.command()

@@ -116,3 +116,22 @@ def test_exit_codes_for_missing_batch_unreachable_redis_and_missing_config(
     elsewhere.mkdir()
     missing = corral("submit", str(ok), env_extra={"CORRAL_CONFIG": ""}, cwd=elsewhere)
     assert missing.returncode == 2 and "no corral config found" in missing.stderr
+
+
+def test_check_reports_config_redis_and_each_provider(tmp_path: Path, redis_client,
+                                                      write_config, start_simulator,
+                                                      corral) -> None:
+    sim = start_simulator()
+    config = write_config(f"{sim.base_url}/v1")
+    ok = corral("check", config=config)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    lines = ok.stdout.splitlines()
+    assert lines[0].startswith("config: ok") and lines[1].startswith("redis: ok")
+    assert lines[2].startswith("provider sim: ok")
+    bad_key = corral("check", config=config, env_extra={"CORRAL_TEST_SIM_KEY": "sk-nope"})
+    assert bad_key.returncode == 3
+    assert "provider sim: FAIL" in bad_key.stdout and "answered 401" in bad_key.stdout
+    assert "sk-nope" not in bad_key.stdout + bad_key.stderr
+    no_redis = corral("check", config=config,
+                      env_extra={"CORRAL_REDIS_URL": "redis://127.0.0.1:9/0"})
+    assert no_redis.returncode == 3 and "redis: FAIL" in no_redis.stdout

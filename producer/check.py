@@ -1,0 +1,71 @@
+"""`corral check`: is the config sound, does Redis answer, does each provider take our key?"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+
+from corral.api_keys import read_api_key
+from corral.config import CorralConfig, ProviderConfig
+from corral.errors import CorralError
+from corral.redis_client import connect, redact_url
+
+TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the check: what was looked at, whether it is fine, and what was seen."""
+
+    subject: str
+    ok: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {'ok' if self.ok else 'FAIL'} ({self.detail})"
+
+
+def check_redis(url: str) -> Finding:
+    """Redis answers, and which version it is."""
+    try:
+        version = connect(url).info("server").get("redis_version", "?")
+    except CorralError as err:
+        return Finding("redis", False, str(err))
+    return Finding("redis", True, f"{redact_url(url)}, Redis {version}")
+
+
+def check_provider(provider: ProviderConfig, models: list[str]) -> Finding:
+    """GET {base_url}/models with the key the workers would use."""
+    subject = f"provider {provider.name}"
+    try:
+        key = read_api_key(provider)
+    except CorralError as err:
+        return Finding(subject, False, str(err))
+    headers = {**provider.headers, **({"Authorization": f"Bearer {key}"} if key else {})}
+    try:
+        response = httpx.get(f"{provider.base_url}/models", headers=headers, timeout=TIMEOUT_S)
+    except httpx.HTTPError as err:
+        return Finding(subject, False, f"{provider.base_url}: {type(err).__name__}")
+    if response.status_code != 200:
+        return Finding(subject, False, f"{provider.base_url}/models answered "
+                                       f"{response.status_code}")
+    listed = {item.get("id") for item in response.json().get("data", [])
+              if isinstance(item, dict)}
+    missing = [m for m in models if listed and m not in listed]
+    detail = f"{provider.base_url}, {len(listed)} models listed"
+    if missing:
+        detail += f"; not listed: {', '.join(missing)}"
+    return Finding(subject, True, detail)
+
+
+def check_all(config: CorralConfig, redis_url: str) -> Iterator[Finding]:
+    """Every finding, config first."""
+    yield Finding("config", True, f"{config.source}: {len(config.models)} models, "
+                                  f"{len(config.providers)} providers")
+    yield check_redis(redis_url)
+    for provider in config.providers.values():
+        upstreams = sorted({m.upstream for m in config.models.values()
+                            if m.provider == provider.name})
+        yield check_provider(provider, upstreams)
