@@ -14,8 +14,6 @@ from .faults import FaultSettings
 from .http_server import HttpServer
 from .state import SimState
 
-HOST = "127.0.0.1"
-
 
 def _model_spec(text: str) -> object:
     try:
@@ -30,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m simulator", description="OpenAI-compatible provider simulator."
     )
     add = parser.add_argument
-    add("--port", type=int, default=8100, help="port on 127.0.0.1; 0 picks a free one")
+    add("--port", type=int, default=8100, help="port to listen on; 0 picks a free one")
+    add("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     add(
         "--model",
         dest="models",
@@ -78,6 +77,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> SimConfig:
             api_key=args.api_key,
             seed=args.seed,
             port=args.port,
+            host=args.host,
         )
     except ValueError as err:
         parser.error(str(err))
@@ -86,8 +86,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> SimConfig:
 async def serve(config: SimConfig) -> None:
     """Serve until SIGTERM or SIGINT, announcing the bound port on stderr once listening."""
     server = HttpServer(App(SimState(config)).handle)
-    port = await server.start(HOST, config.port)
-    print(f"simulator ready on http://{HOST}:{port}", file=sys.stderr, flush=True)
+    port = await server.start(config.host, config.port)
+    print(f"simulator ready on http://{config.host}:{port}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -104,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(serve(config))
     except OSError as err:
-        print(f"simulator: cannot listen on {HOST}:{config.port}: {err}", file=sys.stderr)
+        print(f"simulator: cannot listen on {config.host}:{config.port}: {err}",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -84,6 +84,7 @@ class SimConfig:
     api_key: str | None = dataclasses.field(default=None, repr=False)
     seed: int = 0
     port: int = 8100
+    host: str = "127.0.0.1"  # 0.0.0.0 only inside a container (docker-compose)
 
     def __post_init__(self) -> None:
         if self.limiter not in LIMITER_KINDS:
