@@ -14,8 +14,7 @@ from corral.config import CorralConfig
 from corral.pricing import Usage, price_call
 from corral.redis_keys import BatchKeys
 from corral.tokens import estimate_prompt_tokens, requested_output_tokens
-
-CHUNK_ENTRIES = 2000
+from producer.redis_lists import iter_chunks
 
 
 @dataclass
@@ -94,13 +93,7 @@ def summarize(batch_id: str | None, entries: Iterable[dict[str, Any]]) -> CostRe
 
 def iter_ledger(client: redis.Redis, batch_id: str) -> Iterator[dict[str, Any]]:
     """The batch's cost records, chunk by chunk."""
-    key = BatchKeys(batch_id).ledger
-    start = 0
-    while True:
-        raw = client.lrange(key, start, start + CHUNK_ENTRIES - 1)
-        if not raw:
-            return
-        start += len(raw)
+    for _, raw in iter_chunks(client, BatchKeys(batch_id).ledger):
         yield from (json.loads(item) for item in raw)
 
 

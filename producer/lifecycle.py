@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,16 +16,8 @@ from corral.jobs import send_jobs
 from corral.records import OutcomeStore, Written, error_record
 from corral.redis_keys import BATCH_INDEX, BatchKeys, circuit_key
 from producer.batches import is_terminal, read_batch
+from producer.redis_lists import CHUNK, iter_chunks
 from producer.submit import enqueue_lines
-
-CHUNK = 1000
-
-
-def _chunks(client: redis.Redis, key: str) -> Iterator[list[str]]:
-    start = 0
-    while ids := client.lrange(key, start, start + CHUNK - 1):
-        start += len(ids)
-        yield [str(custom_id) for custom_id in ids]
 
 
 def _end_unstarted(client: redis.Redis, outcomes: OutcomeStore, batch_id: str, code: str,
@@ -34,7 +25,7 @@ def _end_unstarted(client: redis.Redis, outcomes: OutcomeStore, batch_id: str, c
     """File `code` for every line that has no record and was never started."""
     keys = BatchKeys(batch_id)
     ended = 0
-    for ids in _chunks(client, keys.order):
+    for _, ids in iter_chunks(client, keys.order):
         pipe = client.pipeline(transaction=False)
         pipe.hmget(keys.outcomes, ids)
         pipe.hmget(keys.attempts, ids)

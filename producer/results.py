@@ -12,8 +12,7 @@ from typing import Any
 import redis
 
 from corral.redis_keys import BatchKeys
-
-CHUNK_IDS = 1000
+from producer.redis_lists import iter_chunks
 
 
 @dataclass(frozen=True)
@@ -36,12 +35,7 @@ def iter_records(client: redis.Redis, batch_id: str, *,
     record was written at (kept in `seq`) counts.
     """
     keys = BatchKeys(batch_id)
-    id_list = keys.order if input_order else keys.done
-    start = 0
-    while True:
-        ids = client.lrange(id_list, start, start + CHUNK_IDS - 1)
-        if not ids:
-            return
+    for start, ids in iter_chunks(client, keys.order if input_order else keys.done):
         pipe = client.pipeline(transaction=False)
         pipe.hmget(keys.outcomes, ids)
         pipe.hmget(keys.seq, ids)
@@ -52,7 +46,6 @@ def iter_records(client: redis.Redis, batch_id: str, *,
             if not input_order and position != str(start + offset + 1):
                 continue  # an earlier, replaced completion of a retried line
             yield json.loads(raw)
-        start += len(ids)
 
 
 def write_outputs(client: redis.Redis, batch_id: str, results_path: Path, errors_path: Path,

@@ -31,7 +31,7 @@ from corral.pricing import Usage, cost_and_list_cost
 from corral.records import OutcomeStore, error_record, result_record
 from corral.redis_keys import BatchKeys
 from corral.settings import Settings
-from corral.tokens import estimate_prompt_tokens, requested_output_tokens, reservation_tokens
+from corral.tokens import estimate_prompt_tokens, requested_output_tokens
 from workers.backoff import backoff_delay_s
 from workers.budget import Budget, BudgetExceededError
 from workers.circuit import CircuitBreaker
@@ -195,14 +195,17 @@ class JobRunner:
     def _call(self, batch_id: str, model: ModelConfig, body: dict[str, Any], *,
               budgeted: bool) -> Completion:
         """One provider call inside the spending caps and the scope's shared limits."""
+        # The request's ceiling, once: it is both the rate-limit reservation and the budget's
+        # worst case.
+        ceiling = Usage(estimate_prompt_tokens(body), 0,
+                        requested_output_tokens(body, model.default_max_tokens))
         reserved_nusd = None
         if budgeted or model.max_cost is not None:
-            ceiling = Usage(estimate_prompt_tokens(body), 0,
-                            requested_output_tokens(body, model.default_max_tokens))
             reserved_nusd = self._budget.reserve(batch_id, model, ceiling)
         spent_usd = Decimal(0)
         try:
-            completion = self._call_within_limits(model, body)
+            completion = self._call_within_limits(
+                model, body, ceiling.prompt_tokens + ceiling.completion_tokens)
             spent_usd = cost_and_list_cost(Usage.from_response(completion.body.get("usage")),
                                            model)[0]
             return completion
@@ -210,10 +213,11 @@ class JobRunner:
             if reserved_nusd is not None:
                 self._budget.settle(batch_id, model, reserved_nusd, spent_usd)
 
-    def _call_within_limits(self, model: ModelConfig, body: dict[str, Any]) -> Completion:
-        """One provider call inside the scope's shared limits, settled whatever happens."""
+    def _call_within_limits(self, model: ModelConfig, body: dict[str, Any],
+                            tokens: int) -> Completion:
+        """One provider call reserving `tokens` in the scope's shared limits, settled whatever
+        happens."""
         scope = self._config.scope_of(model)
-        tokens = reservation_tokens(body, model.default_max_tokens)
         admission = self._limiter.acquire(scope, tokens)
         headers: Mapping[str, str] = {}
         rate_limited: RateLimitedError | None = None
