@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from corral.config import ModelConfig, Price
 
 MILLION = Decimal(1_000_000)
+NANO_PER_USD = Decimal(10**9)
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,8 @@ def price_call(usage: Usage, price: Price) -> Decimal:
 def cost_and_list_cost(usage: Usage, model: ModelConfig) -> tuple[Decimal, Decimal]:
     """The call's cost at our price and at the model's list price."""
     return price_call(usage, model.price), price_call(usage, model.effective_list_price)
+
+
+def to_nano_usd(usd: Decimal) -> int:
+    """Whole nano-dollars, rounded up so a reservation or a running total never falls short."""
+    return math.ceil(usd * NANO_PER_USD)

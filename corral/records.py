@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from corral import lua_scripts
-from corral.redis_keys import BatchKeys
+from corral.redis_keys import FLEET_STATS, BatchKeys
 
 
 def new_record_id() -> str:
@@ -61,7 +61,8 @@ class OutcomeStore:
 
     def record(self, batch_id: str, record: dict[str, Any], *,
                ledger_entry: dict[str, Any] | None = None,
-               only_unstarted: bool = False, settled_call: str = "") -> Written:
+               only_unstarted: bool = False, settled_call: str = "", model: str = "",
+               call_counts: dict[str, int] | None = None) -> Written:
         """Store `record` unless the line already has one; log `ledger_entry` either way.
 
         Args:
@@ -71,15 +72,20 @@ class OutcomeStore:
             only_unstarted: write only if no attempt of the line was ever started (so a
                 cancel or an expiry never races a worker already calling the provider).
             settled_call: the `inflight` field of the call whose outcome this is known to be.
+            model: the model whose live counters (corral/stats.py) the record moves.
+            call_counts: what the call behind the record adds to them (`CallStats`).
         """
         keys = BatchKeys(batch_id)
         custom_id = record["custom_id"]
-        counter = "failed" if record.get("error") else "completed"
+        error = record.get("error")
+        counter = "failed" if error else "completed"
         entry = json.dumps(ledger_entry, separators=(",", ":")) if ledger_entry else ""
+        counts = json.dumps(call_counts, separators=(",", ":")) if call_counts else ""
         wrote = self._record_outcome(
             keys=[keys.outcomes, keys.done, keys.meta, keys.ledger, keys.seq, keys.attempts,
-                  keys.lease(custom_id), keys.inflight, *keys.all()],
+                  keys.lease(custom_id), keys.inflight, keys.stats, FLEET_STATS, *keys.all()],
             args=[custom_id, json.dumps(record, separators=(",", ":")), counter, entry,
-                  self._retention_s, "1" if only_unstarted else "", settled_call],
+                  self._retention_s, "1" if only_unstarted else "", settled_call, model,
+                  counts, error["code"] if error else ""],
         )
         return Written(int(wrote))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 PREFIX = "corral"
 BATCH_INDEX = f"{PREFIX}:batches"  # sorted set: batch id scored by created_at (s)
+FLEET_STATS = f"{PREFIX}:stats"  # hash: `<model>|<counter>` → fleet-wide counts (corral/stats.py)
 
 
 def bucket_key(scope: str) -> str:
@@ -78,6 +79,11 @@ class BatchKeys:
         return f"{self._base}:inflight"
 
     @property
+    def stats(self) -> str:
+        """Hash: `<model>|<counter>` → live counts for `status --watch` (corral/stats.py)."""
+        return f"{self._base}:stats"
+
+    @property
     def history(self) -> str:
         """List: terminal records replaced by `corral retry`, oldest first."""
         return f"{self._base}:history"
@@ -99,4 +105,4 @@ class BatchKeys:
     def all(self) -> tuple[str, ...]:
         """Every long-lived key of the batch (leases expire by themselves)."""
         return (self.meta, self.bodies, self.order, self.outcomes, self.done, self.ledger,
-                self.seq, self.attempts, self.inflight, self.history)
+                self.seq, self.attempts, self.inflight, self.history, self.stats)

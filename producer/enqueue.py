@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import redis
 from celery import Celery
@@ -11,6 +12,7 @@ from corral.jobs import send_jobs
 from corral.records import OutcomeStore, error_record
 from corral.redis_keys import BatchKeys
 from corral.settings import get_settings
+from corral.stats import stat_field
 from producer.validator import AcceptedLine, RejectedLine
 
 CHUNK_LINES = 500
@@ -51,6 +53,8 @@ class Enqueuer:
                 line.custom_id: json.dumps(line.job(), separators=(",", ":"))
                 for line in accepted})
         pipe.rpush(self._keys.order, *(_record_id(line) for line in lines))
+        for model, count in Counter(line.model.name for line in accepted).items():
+            pipe.hincrby(self._keys.stats, stat_field(model, "enqueued"), count)
         pipe.execute()
         for line in lines:
             if isinstance(line, RejectedLine):

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 
 import redis
 
 from corral import lua_scripts
 from corral.config import ModelConfig
-from corral.pricing import Usage, price_call
+from corral.pricing import Usage, price_call, to_nano_usd
 from corral.redis_keys import BatchKeys
-
-NANO_PER_USD = Decimal(10**9)
-
-
-def to_nano_usd(usd: Decimal) -> int:
-    """Whole nano-dollars, rounded up so a reservation never falls short."""
-    return math.ceil(usd * NANO_PER_USD)
 
 
 class BudgetExceededError(Exception):

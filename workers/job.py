@@ -27,10 +27,11 @@ from corral.errors import (
     RequestTimeoutError,
     RetryableError,
 )
-from corral.pricing import Usage, cost_and_list_cost
+from corral.pricing import Usage, cost_and_list_cost, to_nano_usd
 from corral.records import OutcomeStore, error_record, result_record
-from corral.redis_keys import BatchKeys
+from corral.redis_keys import FLEET_STATS, BatchKeys
 from corral.settings import Settings
+from corral.stats import CallStats, stat_field
 from corral.tokens import estimate_prompt_tokens, requested_output_tokens
 from workers.backoff import backoff_delay_s
 from workers.budget import Budget, BudgetExceededError
@@ -120,55 +121,59 @@ class JobRunner:
         if model is None:
             self._fail(batch_id, custom_id, "invalid_request",
                        f"model {job['model']!r} is no longer configured on this worker", route,
-                       settled_call=call)
+                       settled_call=call, model=job["model"])
             return None
         if attempt > self._settings.max_attempts:
             # Earlier attempts started but never ended: their workers died mid-call.
             self._fail(batch_id, custom_id, "attempts_exhausted",
                        f"started {attempt - 1} times without finishing (workers lost?)", route,
-                       settled_call=call)
+                       settled_call=call, model=model.name)
             return None
         circuit = self._circuit.check(model.provider)
         if circuit is not None:
             self._fail(batch_id, custom_id, circuit.code, circuit.message, route,
-                       settled_call=call)
+                       settled_call=call, model=model.name)
             return None
+        stats = CallStats()
         try:
-            completion = self._call(batch_id, model, job["body"], budgeted=budgeted)
+            completion = self._call(batch_id, model, job["body"], budgeted=budgeted,
+                                    stats=stats)
         except BudgetExceededError as err:
             self._fail(batch_id, custom_id, "budget_exceeded", str(err), route,
-                       settled_call=call)
+                       settled_call=call, model=model.name)
             return None
         except PermanentError as err:
-            if self._fall_back(batch_id, custom_id, call, model, job, err):
+            if self._fall_back(batch_id, custom_id, call, model, job, err, stats):
                 return None
             if isinstance(err, AuthenticationError | InsufficientQuotaError):
                 circuit = self._circuit.open(model.provider, err)
                 # One clear message on the batch itself, shown by `corral status`.
                 self._client.hset(keys.meta, "last_error", json.dumps(
                     {"code": circuit.code, "message": circuit.message}))
-            self._fail_with(batch_id, custom_id, err, route, attempt, call)
+            self._fail_with(batch_id, custom_id, err, route, attempt, call, model, stats)
             return None
         except RetryableError as err:
             # A timed-out call may still have been served and billed: it stays in flight.
             settled = "" if isinstance(err, RequestTimeoutError) else call
             if attempt >= self._settings.max_attempts:
-                self._fail_with(batch_id, custom_id, err, route, attempt, settled)
+                self._fail_with(batch_id, custom_id, err, route, attempt, settled, model, stats)
                 return None
+            stats.retried = True
             pipe = self._client.pipeline(transaction=False)
             pipe.delete(keys.lease(custom_id))
             if settled:
                 pipe.hdel(keys.inflight, settled)
+            _count(pipe, keys, model.name, stats)
             pipe.execute()
             delay_s = backoff_delay_s(attempt, base_s=self._settings.retry_base_delay_s,
                                       cap_s=self._settings.max_retry_delay_s,
                                       retry_after_s=err.retry_after_s, rng=self._rng)
             return RetryLater(delay_s, f"{type(err).__name__}: {err.message}")
-        self._succeed(batch_id, custom_id, model, completion, route, attempt, call)
+        self._succeed(batch_id, custom_id, model, completion, route, attempt, call, stats)
         return None
 
     def _fall_back(self, batch_id: str, custom_id: str, call: str, model: ModelConfig,
-                   job: dict[str, Any], err: PermanentError) -> bool:
+                   job: dict[str, Any], err: PermanentError, stats: CallStats) -> bool:
         """Re-route a line once to the model's fallback when the model cannot serve it."""
         error = err.body.get("error") if isinstance(err.body, dict) else None
         unknown_upstream = isinstance(error, dict) and error.get("code") == "model_not_found"
@@ -186,6 +191,7 @@ class JobRunner:
         pipe.hset(keys.bodies, custom_id, json.dumps(job, separators=(",", ":")))
         pipe.delete(keys.lease(custom_id))
         pipe.hdel(keys.inflight, call)
+        _count(pipe, keys, model.name, stats)
         pipe.execute()
         self._send_jobs(batch_id, [(custom_id, fallback.queue)])
         log.info("line %s/%s re-routed from %s to %s", batch_id, custom_id, model.name,
@@ -193,7 +199,7 @@ class JobRunner:
         return True
 
     def _call(self, batch_id: str, model: ModelConfig, body: dict[str, Any], *,
-              budgeted: bool) -> Completion:
+              budgeted: bool, stats: CallStats) -> Completion:
         """One provider call inside the spending caps and the scope's shared limits."""
         # The request's ceiling, once: it is both the rate-limit reservation and the budget's
         # worst case.
@@ -205,7 +211,7 @@ class JobRunner:
         spent_usd = Decimal(0)
         try:
             completion = self._call_within_limits(
-                model, body, ceiling.prompt_tokens + ceiling.completion_tokens)
+                model, body, ceiling.prompt_tokens + ceiling.completion_tokens, stats)
             spent_usd = cost_and_list_cost(Usage.from_response(completion.body.get("usage")),
                                            model)[0]
             return completion
@@ -214,21 +220,24 @@ class JobRunner:
                 self._budget.settle(batch_id, model, reserved_nusd, spent_usd)
 
     def _call_within_limits(self, model: ModelConfig, body: dict[str, Any],
-                            tokens: int) -> Completion:
+                            tokens: int, stats: CallStats) -> Completion:
         """One provider call reserving `tokens` in the scope's shared limits, settled whatever
         happens."""
         scope = self._config.scope_of(model)
         admission = self._limiter.acquire(scope, tokens)
         headers: Mapping[str, str] = {}
         rate_limited: RateLimitedError | None = None
+        started = time.monotonic()
         try:
             completion = self._provider_client.complete(self._config.provider_of(model), body)
             headers = completion.headers
             return completion
         except RateLimitedError as err:
             rate_limited = err
+            stats.rate_limited = True
             raise
         finally:
+            stats.latency_s = time.monotonic() - started
             self._limiter.settle(scope, tokens, admission, headers=headers,
                                  rate_limited=rate_limited is not None,
                                  retry_after_s=rate_limited.retry_after_s if rate_limited
@@ -252,9 +261,10 @@ class JobRunner:
 
     def _succeed(self, batch_id: str, custom_id: str, model: ModelConfig,
                  completion: Completion, route: dict[str, Any] | None, attempt: int,
-                 call: str) -> None:
+                 call: str, stats: CallStats) -> None:
         usage = Usage.from_response(completion.body.get("usage"))
         cost_usd, list_cost_usd = cost_and_list_cost(usage, model)
+        stats.usage, stats.cost_nusd = usage, to_nano_usd(cost_usd)
         entry = {"custom_id": custom_id, "model": model.name, "attempt": attempt,
                  "request_id": completion.request_id, "input_tokens": usage.prompt_tokens,
                  "cached_input_tokens": usage.cached_tokens,
@@ -263,12 +273,14 @@ class JobRunner:
                  "route": route, "at": round(time.time(), 3)}
         record = result_record(custom_id, request_id=completion.request_id,
                                body=completion.body, route=route)
-        if not self._outcomes.record(batch_id, record, ledger_entry=entry, settled_call=call):
+        if not self._outcomes.record(batch_id, record, ledger_entry=entry, settled_call=call,
+                                     model=model.name, call_counts=stats.increments()):
             log.info("duplicate result for %s/%s kept out; its cost is in the ledger",
                      batch_id, custom_id)
 
     def _fail_with(self, batch_id: str, custom_id: str, err: ProviderError,
-                   route: dict[str, Any] | None, attempt: int, settled_call: str) -> None:
+                   route: dict[str, Any] | None, attempt: int, settled_call: str,
+                   model: ModelConfig, stats: CallStats) -> None:
         message = err.message if isinstance(err, PermanentError) \
             else f"gave up after {attempt} attempts: {err.message}"
         response = None
@@ -276,12 +288,26 @@ class JobRunner:
             response = {"status_code": err.status_code, "request_id": err.request_id or "",
                         "body": err.body}
         self._fail(batch_id, custom_id, err.code, message, route, response,
-                   settled_call=settled_call)
+                   settled_call=settled_call, model=model.name, call_counts=stats.increments())
 
     def _fail(self, batch_id: str, custom_id: str, code: str, message: str,
               route: dict[str, Any] | None, response: dict[str, Any] | None = None, *,
-              settled_call: str = "") -> None:
+              settled_call: str = "", model: str = "",
+              call_counts: dict[str, int] | None = None) -> None:
         log.info("line %s/%s failed: %s", batch_id, custom_id, code)
         self._outcomes.record(batch_id, error_record(custom_id, code=code, message=message,
                                                      response=response, route=route),
-                              settled_call=settled_call)
+                              settled_call=settled_call, model=model or _route_model(route),
+                              call_counts=call_counts)
+
+
+def _route_model(route: dict[str, Any] | None) -> str:
+    """The model a line was routed to, when its record has no better one."""
+    return str((route or {}).get("model") or "")
+
+
+def _count(pipe: redis.client.Pipeline, keys: BatchKeys, model: str, stats: CallStats) -> None:
+    """Add a call that ends in no record (a retry, a fallback) to the live counters."""
+    for counter, amount in stats.increments().items():
+        pipe.hincrby(keys.stats, stat_field(model, counter), amount)
+        pipe.hincrby(FLEET_STATS, stat_field(model, counter), amount)

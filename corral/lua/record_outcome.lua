@@ -9,26 +9,41 @@
 -- KEYS[6] attempts  hash   custom_id -> attempts started
 -- KEYS[7] lease     string the line's lease, released here
 -- KEYS[8] inflight  hash   custom_id#attempt -> start (s) of provider calls not yet settled
--- KEYS[9..] every long-lived key of the batch, to start the retention TTL when it ends
+-- KEYS[9] stats     hash   the batch's live counters per model (corral/stats.py)
+-- KEYS[10] fleet    hash   the same counters for the whole fleet
+-- KEYS[11..] every long-lived key of the batch, to start the retention TTL when it ends
 -- ARGV[1] custom_id
 -- ARGV[2] record           the terminal record (JSON)
 -- ARGV[3] counter          "completed" (a result) or "failed" (an error record)
 -- ARGV[4] ledger_entry     a cost record (JSON object), or "" when the call was not billed
 -- ARGV[5] retention_s      seconds the batch's keys live after it ends
 -- ARGV[6] only_unstarted   "1": write only if no attempt was ever started (cancel, expiry)
--- ARGV[7] settled_call     the inflight field this call settles, or "" 
+-- ARGV[7] settled_call     the inflight field this call settles, or ""
+-- ARGV[8] model            the model the counters go under, or "" for none
+-- ARGV[9] call_counts      JSON object counter -> amount of the call behind this record
+--                          (moved even for a duplicate, as its cost is real), or ""
+-- ARGV[10] error_code      the record's error code, or "" for a result
 --
 -- Returns 1 when this call wrote the record, 0 when one existed (a duplicate), -1 when
 -- only_unstarted and the line has started. The ledger entry is stored with "productive" =
 -- whether it bought the line's result, so a duplicate's spend is counted, never dropped.
 -- When the last line lands, an in_progress or cancelling batch takes its end_status
 -- ("completed" by default; "failed" if no line succeeded), timestamps come from the Redis
--- server clock, and every key in KEYS[9..] gets the retention TTL.
+-- server clock, and every key in KEYS[11..] gets the retention TTL.
 
 local outcomes, done, meta, ledger, seq, attempts, lease, inflight =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local custom_id, record, counter, ledger_entry = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local retention_s, only_unstarted, settled_call = tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local model, call_counts, error_code = ARGV[8], ARGV[9], ARGV[10]
+local stats, fleet = KEYS[9], KEYS[10]
+
+local function count(counter, amount)
+  if model ~= '' then
+    redis.call('HINCRBY', stats, model .. '|' .. counter, amount)
+    redis.call('HINCRBY', fleet, model .. '|' .. counter, amount)
+  end
+end
 
 if only_unstarted == '1' and redis.call('HEXISTS', attempts, custom_id) == 1 then
   return -1
@@ -38,6 +53,12 @@ local first = redis.call('HSETNX', outcomes, custom_id, record)
 redis.call('DEL', lease)
 if settled_call ~= '' then
   redis.call('HDEL', inflight, settled_call)
+end
+
+if call_counts ~= '' then
+  for counter, amount in pairs(cjson.decode(call_counts)) do
+    count(counter, amount)
+  end
 end
 
 if ledger_entry ~= '' then
@@ -52,6 +73,10 @@ end
 
 redis.call('HSET', seq, custom_id, redis.call('RPUSH', done, custom_id))
 redis.call('HINCRBY', meta, counter, 1)
+count(counter, 1)
+if error_code ~= '' then
+  count('failed:' .. error_code, 1)
+end
 
 local m = redis.call('HMGET', meta, 'status', 'total', 'completed', 'failed', 'end_status')
 local status, total = m[1], tonumber(m[2]) or math.huge
@@ -63,7 +88,7 @@ if (status == 'in_progress' or status == 'cancelling') and completed + failed >=
   end
   local now = redis.call('TIME')[1]
   redis.call('HSET', meta, 'status', ending, 'finalizing_at', now, ending .. '_at', now)
-  for i = 9, #KEYS do
+  for i = 11, #KEYS do
     redis.call('EXPIRE', KEYS[i], retention_s)
   end
 end

@@ -11,7 +11,8 @@ from openai.types.chat import ChatCompletion
 
 from corral.config import load_config
 from corral.pricing import Usage, cost_and_list_cost
-from corral.redis_keys import BatchKeys
+from corral.redis_keys import FLEET_STATS, BatchKeys
+from corral.stats import by_model
 from producer.views import wait_for_batch
 from tests.integration.helpers import request, write_jsonl
 
@@ -87,6 +88,20 @@ def test_every_line_ends_once_with_parseable_results_and_exact_cost(
     assert totals["total"]["requests"] == 240
     assert sum(m["requests"] for m in totals["models"].values()) == 240
     assert sim.stats()["served"] == 240  # no line was called twice
+
+    # The live counters (status --watch, the exporter) agree with the records and the ledger.
+    live = by_model(redis_client.hgetall(BatchKeys(batch_id).stats))
+    fleet = by_model(redis_client.hgetall(FLEET_STATS))
+    assert {name: {k: v for k, v in counts.items() if k != "enqueued"}
+            for name, counts in live.items()} == fleet
+    for name, counts in live.items():
+        lines = totals["models"][name]
+        assert counts["enqueued"] == counts["completed"] == counts["calls"] == lines["requests"]
+        assert counts["input_tokens"] == lines["input_tokens"]
+        assert counts["output_tokens"] == lines["output_tokens"]
+        assert counts["latency_count"] == sum(
+            value for counter, value in counts.items() if counter.startswith("latency_le_"))
+    assert sum(counts["completed"] for counts in live.values()) == 240
 
 
 def test_routes_are_kept_and_exported_on_request(tmp_path: Path, redis_client, write_config,
