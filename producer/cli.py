@@ -20,6 +20,7 @@ from producer.check import check_all
 from producer.costs import batch_cost
 from producer.durations import parse_duration_s
 from producer.estimate import Estimate
+from producer.flower import flower
 from producer.results import errors_path_for, write_outputs
 from producer.session import (
     EXIT_UNREACHABLE,
@@ -270,6 +271,7 @@ def sim(sim_args: tuple[str, ...]) -> None:
 
 cli.add_command(run)
 cli.add_command(demo)
+cli.add_command(flower)
 
 
 def main() -> None:

@@ -1,0 +1,161 @@
+"""Flower on corral's broker, for real: finished tasks in its HTTP API, and no secret in it."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from producer.local_stack import ChildProcess
+from producer.views import wait_for_batch
+from tests.integration.helpers import request, write_jsonl
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+AUTH = ("corral", "flower-test-pass")
+FLOWER_READY = re.compile(rb"Visit me at (http://[\d.]+:\d+)")
+# Flower's event receiver subscribes after it listens; events sent before that are not seen.
+FLOWER_LISTENING = re.compile(rb"Connected to redis")
+CANARY_PROMPT = "canary-prompt-7f3a9c"
+CANARY_KEY = "sk-canary-key-51d0e2"
+QUEUES = ["corral.big", "corral.small"]
+
+
+@pytest.fixture()
+def start_flower(tmp_path: Path, corral_env) -> Iterator[Callable[..., httpx.Client]]:
+    """Start `corral flower` on a free port (basic auth); yields an authenticated client."""
+    children: list[ChildProcess] = []
+    clients: list[httpx.Client] = []
+
+    def start(config: Path, env: dict[str, str] | None = None) -> httpx.Client:
+        flower_env = {**corral_env, "CORRAL_CONFIG": str(config),
+                      "FLOWER_BASIC_AUTH": ":".join(AUTH), **(env or {})}
+        child = ChildProcess("flower", [sys.executable, "-m", "producer", "flower", "--port", "0",
+                                        "--address", "127.0.0.1"], flower_env, tmp_path)
+        children.append(child)
+        base_url = child.wait_for(FLOWER_READY).group(1).decode()
+        child.wait_for(FLOWER_LISTENING)
+        client = httpx.Client(base_url=base_url, auth=AUTH, timeout=10.0)
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.close()
+    for child in children:
+        child.stop()
+
+
+def poll(probe: Callable[[], Any], *, timeout_s: float = 30.0) -> Any:
+    """Call `probe` until it returns something truthy, or fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "Flower did not show it in time"
+        time.sleep(0.2)
+
+
+def run_job_tasks(flower: httpx.Client, state: str) -> dict[str, dict]:
+    """Flower's `corral.run_job` tasks in one state, by task id."""
+    response = flower.get("/api/tasks", params={"taskname": "corral.run_job", "state": state})
+    response.raise_for_status()
+    return response.json()
+
+
+def submit(corral, config: Path, batch_file: Path, env: dict[str, str] | None = None) -> str:
+    submitted = corral("submit", str(batch_file), config=config, env_extra=env)
+    assert submitted.returncode == 0, submitted.stderr
+    return submitted.stdout.strip()
+
+
+def test_flower_shows_the_backlog_per_model_then_every_finished_task_with_pointer_args(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers, corral,
+        start_flower) -> None:
+    sim = start_simulator("--latency-ms", "5")
+    config = write_config(f"{sim.base_url}/v1")
+    flower = start_flower(config)
+    assert httpx.get(f"{flower.base_url}/api/tasks").status_code == 401
+    assert httpx.get(f"{flower.base_url}/api/tasks", auth=("corral", "wrong")).status_code == 401
+
+    lines = [request(f"q-{i}", "big" if i % 4 == 0 else "small", f"Say hello #{i}")
+             for i in range(20)]
+    batch_id = submit(corral, config, write_jsonl(tmp_path / "batch.jsonl", lines))
+
+    # No worker yet: the Broker page's queue list shows each model's backlog without one.
+    backlog = {queue["name"]: queue["messages"]
+               for queue in flower.get("/api/queues/length").json()["active_queues"]}
+    assert backlog == {"corral.big": 5, "corral.small": 15, "corral.default": 0}
+    broker_page = flower.get("/broker")
+    assert broker_page.status_code == 200
+    assert all(f'<td>{queue}</td>' in broker_page.text for queue in QUEUES)
+
+    start_workers(config, QUEUES, concurrency=4)
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
+
+    done = poll(lambda: len(tasks := run_job_tasks(flower, "SUCCESS")) >= 20 and tasks)
+    assert len(done) == 20
+    args = sorted(tuple(ast.literal_eval(task["args"])) for task in done.values())
+    assert args == sorted((batch_id, f"q-{i}") for i in range(20))
+    assert all(task["kwargs"] == "{}" and task["result"] == "None" for task in done.values())
+    assert all(task["runtime"] > 0 and task["worker"].startswith("test-0@")
+               for task in done.values())
+    assert {task["routing_key"] for task in done.values()} == set(QUEUES)
+    assert all(queue["messages"] == 0
+               for queue in flower.get("/api/queues/length").json()["active_queues"])
+
+
+def test_no_prompt_or_key_appears_anywhere_in_flower(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers, corral,
+        start_flower) -> None:
+    key_env = {"CORRAL_TEST_SIM_KEY": CANARY_KEY}
+    sim = start_simulator("--latency-ms", "5", "--api-key", CANARY_KEY)  # the last one wins
+    config = write_config(f"{sim.base_url}/v1")
+    flower = start_flower(config, env=key_env)  # like compose: Flower's env holds the key too
+    lines = [{**request(f"c-{i}", "big" if i % 2 else "small", f"{CANARY_PROMPT} line {i}"),
+              "metadata": {"note": CANARY_PROMPT}} for i in range(10)]
+    batch_id = submit(corral, config, write_jsonl(tmp_path / "batch.jsonl", lines), key_env)
+    start_workers(config, QUEUES, concurrency=4, env=key_env)
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    # Every call was served, so the workers did send the canary prompt with the canary key.
+    assert batch["request_counts"] == {"total": 10, "completed": 10, "failed": 0}
+    done = poll(lambda: len(tasks := run_job_tasks(flower, "SUCCESS")) >= 10 and tasks)
+
+    workers = flower.get("/workers", params={"json": 1}).json()["data"]
+    # The dashboard counts from events alone; the worker API needs remote control (off).
+    assert len(workers) == 1 and workers[0]["task-succeeded"] == 10
+    assert flower.get("/api/workers").json() == {}
+    paths = ["/api/tasks", "/api/task/types", "/api/queues/length", "/api/workers",
+             "/api/workers?refresh=1", "/", "/workers", "/workers?json=1", "/tasks",
+             "/tasks/datatable?draw=1&start=0&length=100&search[value]=&order[0][column]=0"
+             "&order[0][dir]=asc&columns[0][data]=name", "/broker", "/metrics",
+             *(f"/api/task/info/{task_id}" for task_id in done),
+             *(f"/task/{task_id}" for task_id in done),
+             *(f"/worker/{worker['hostname']}" for worker in workers)]
+    seen = []
+    for path in paths:
+        response = flower.get(path)
+        # Worker detail pages need remote control (off in corral): they answer 404.
+        assert response.status_code == (404 if path.startswith("/worker/") else 200), path
+        seen.append(response.text)
+    everything = "\n".join(seen)
+    assert batch_id in everything and "c-9" in everything  # the pages did show these tasks
+    assert CANARY_PROMPT not in everything
+    assert CANARY_KEY not in everything
+    log = (tmp_path / "flower.log").read_text(errors="replace")
+    assert CANARY_PROMPT not in log and CANARY_KEY not in log
+
+
+def test_corral_flower_refuses_to_start_without_basic_auth(write_config, corral) -> None:
+    result = corral("flower", config=write_config(), env_extra={"FLOWER_BASIC_AUTH": ""})
+    assert result.returncode == 2
+    assert "FLOWER_BASIC_AUTH" in result.stderr
