@@ -83,7 +83,8 @@ class OutcomeStore:
         counts = json.dumps(call_counts, separators=(",", ":")) if call_counts else ""
         wrote = self._record_outcome(
             keys=[keys.outcomes, keys.done, keys.meta, keys.ledger, keys.seq, keys.attempts,
-                  keys.lease(custom_id), keys.inflight, keys.stats, FLEET_STATS, *keys.all()],
+                  keys.lease(custom_id), keys.inflight, keys.stats, FLEET_STATS, keys.bodies,
+                  *keys.all()],
             args=[custom_id, json.dumps(record, separators=(",", ":")), counter, entry,
                   self._retention_s, "1" if only_unstarted else "", settled_call, model,
                   counts, error["code"] if error else ""],

@@ -14,6 +14,11 @@ def bucket_key(scope: str) -> str:
     return f"{PREFIX}:bucket:{scope}"
 
 
+def feeding_key(model: str) -> str:
+    """Sorted set: batch ids feeding this model's queue, scored by their last feed (s)."""
+    return f"{PREFIX}:feeding:{model}"
+
+
 def circuit_key(provider: str) -> str:
     """String (JSON {code, message}, with a TTL): the provider refused our key or quota."""
     return f"{PREFIX}:circuit:{provider}"
@@ -92,6 +97,11 @@ class BatchKeys:
     def call_id(custom_id: str, attempt: int) -> str:
         """The `inflight` field of one attempt."""
         return f"{custom_id}#{attempt}"
+
+    @property
+    def feeder(self) -> str:
+        """String with a TTL: the feeder process sending this batch's lines now."""
+        return f"{self._base}:feeder"
 
     def lease(self, custom_id: str) -> str:
         """String with a TTL: the worker running this line now."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.errors import ConfigError
@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 30.0
     rate_period_s: float = 60.0
     max_capacity_wait_s: float = 300.0
+    # Lines of one model in the system at once (queued, running or waiting to retry), shared
+    # fairly by the batches feeding it; the rest wait in the submitting machine's spool.
+    queue_depth: int = Field(default=5000, ge=1)
+    # Where `submit` spools accepted lines until the feeder sends them (default: the XDG
+    # state directory, ~/.local/state/corral/spool).
+    spool_dir: str | None = None
 
     @property
     def job_s(self) -> float:

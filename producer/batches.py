@@ -27,9 +27,10 @@ def new_batch_id() -> str:
 
 def create_batch(client: redis.Redis, *, total: int, models: list[str], input_file: str,
                  completion_window: str = COMPLETION_WINDOW_DEFAULT,
-                 config_source: str = "", max_cost_usd: Decimal | None = None) -> str:
+                 config_source: str = "", max_cost_usd: Decimal | None = None,
+                 batch_id: str | None = None, extra: dict[str, str | int] | None = None) -> str:
     """Store a new batch, in progress, that expects `total` terminal records."""
-    batch_id = new_batch_id()
+    batch_id = batch_id or new_batch_id()
     created_at, _ = client.time()  # the Redis clock, which the workers' checks also use
     meta: dict[str, str | int] = {
         "id": batch_id, "status": "in_progress", "end_status": "completed",
@@ -41,6 +42,7 @@ def create_batch(client: redis.Redis, *, total: int, models: list[str], input_fi
     if max_cost_usd is not None:
         meta["max_cost_nusd"] = math.floor(max_cost_usd * 10**9)
         meta["max_cost_usd"] = format(max_cost_usd, "f")
+    meta.update(extra or {})
     pipe = client.pipeline()
     pipe.hset(BatchKeys(batch_id).meta, mapping=meta)  # type: ignore[arg-type]
     pipe.zadd(BATCH_INDEX, {batch_id: created_at})

@@ -29,6 +29,7 @@ from producer.session import (
     exit_code_for,
     finish_submit,
     report_rejected,
+    run_feeder,
     submit_batch,
 )
 from producer.single_machine import demo, run
@@ -211,11 +212,20 @@ def cancel(session: Session, batch_id: str) -> None:
 @click.argument("batch_id")
 @click.pass_obj
 def resume(session: Session, batch_id: str) -> None:
-    """Enqueue the accepted lines that have no terminal record (safe while workers run)."""
-    resumed = lifecycle.resume(session.redis, session.app, session.config, batch_id)
-    click.echo(f"corral: {batch_id}: {resumed.from_file} lines enqueued from the input file, "
-               f"{resumed.requeued} stored lines sent again", err=True)
-    click.echo(resumed.from_file + resumed.requeued)
+    """Send again the fed lines with no record, then feed the rest from the spool."""
+    requeued = lifecycle.requeue_stored(session.redis, session.app, session.config, batch_id)
+    click.echo(f"corral: {batch_id}: {requeued} stored lines without a record sent again",
+               err=True)
+    fed = run_feeder(session, batch_id)
+    click.echo(requeued + fed)
+
+
+@cli.command()
+@click.argument("batch_id")
+@click.pass_obj
+def feed(session: Session, batch_id: str) -> None:
+    """Send a batch's spooled lines as the workers drain (submit starts this by itself)."""
+    click.echo(run_feeder(session, batch_id))
 
 
 @cli.command()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 from celery import Celery
@@ -17,7 +15,6 @@ from corral.records import OutcomeStore, Written, error_record
 from corral.redis_keys import BATCH_INDEX, BatchKeys, circuit_key
 from producer.batches import is_terminal, read_batch
 from producer.redis_lists import CHUNK, iter_chunks
-from producer.submit import enqueue_lines
 
 
 def _end_unstarted(client: redis.Redis, outcomes: OutcomeStore, batch_id: str, code: str,
@@ -66,31 +63,20 @@ def expire_if_due(client: redis.Redis, outcomes: OutcomeStore, batch_id: str) ->
                           "the batch's completion window ended before this line ran")
 
 
-@dataclass(frozen=True)
-class Resumed:
-    from_file: int  # lines a killed submit never enqueued
-    requeued: int  # stored lines with no terminal record, sent again
-
-
-def resume(client: redis.Redis, app: Celery, config: CorralConfig, batch_id: str) -> Resumed:
-    """Enqueue every accepted line that has no terminal record; safe while workers run.
+def requeue_stored(client: redis.Redis, app: Celery, config: CorralConfig,
+                   batch_id: str) -> int:
+    """Send every fed line that has no terminal record once more; safe while workers run.
 
     A line still queued or running gets a second message; its lease or its record makes the
-    second delivery a no-op. Lines a killed `submit` never reached are read from the input.
+    second delivery a no-op. Lines still in the spool are the feeder's (`corral feed`).
     """
     keys = BatchKeys(batch_id)
-    batch = read_batch(client, batch_id)
-    stored = client.llen(keys.order)
-    from_file = 0
-    if stored < batch["request_counts"]["total"]:
-        from_file = enqueue_lines(Path(batch["input_file"]), config, client, app, batch_id,
-                                  skip_lines=stored)
+    read_batch(client, batch_id)
     jobs: list[tuple[str, str]] = []
     for custom_id, raw_job in client.hscan_iter(keys.bodies, count=CHUNK):
         if not client.hexists(keys.outcomes, custom_id):
             jobs.append((custom_id, config.models[json.loads(raw_job)["model"]].queue))
-    send_jobs(app, batch_id, jobs)
-    return Resumed(from_file, len(jobs))
+    return send_jobs(app, batch_id, jobs)
 
 
 def retry(client: redis.Redis, app: Celery, config: CorralConfig, batch_id: str,

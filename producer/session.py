@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import threading
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
@@ -18,7 +21,8 @@ from corral.records import OutcomeStore
 from corral.redis_client import connect
 from corral.settings import Settings, get_settings
 from producer.batches import read_batch
-from producer.submit import NothingToSubmitError, check_file, enqueue_file
+from producer.feeder import Feeder, FeederBusyError
+from producer.submit import NothingToSubmitError, discard, open_batch, take_in
 from producer.validator import RejectedLine
 from producer.views import wait_for_batch
 
@@ -57,8 +61,6 @@ class Session:
 
     def use_redis(self, url: str) -> None:
         """Point this process (and its settings) at another Redis, e.g. a private one."""
-        import os
-
         os.environ["CORRAL_REDIS_URL"] = url
         get_settings.cache_clear()
         for cached in ("redis", "outcomes", "app"):
@@ -71,6 +73,11 @@ class Session:
     @cached_property
     def outcomes(self) -> OutcomeStore:
         return OutcomeStore(self.redis, retention_s=self.settings.retention_s)
+
+    def feeder(self, batch_id: str) -> Feeder:
+        """A feeder for one batch, with this session's clients and queue depth."""
+        return Feeder(self.redis, self.app, self.config, batch_id,
+                      depth=self.settings.queue_depth)
 
     @cached_property
     def app(self) -> Celery:
@@ -86,27 +93,89 @@ def report_rejected(line: RejectedLine) -> None:
 
 def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
                  completion_window: str = "24h", max_cost_usd: Decimal | None = None) -> str:
-    """Validate all of `file`, then enqueue it; exits 2 with nothing enqueued on bad lines."""
+    """Validate all of `file`, open the batch and fill the queues' first share.
+
+    Exits 2 with nothing stored when a line is bad (unless `skip_invalid`). The rest of the
+    lines wait in the spool for a feeder: `feed_rest` starts one.
+    """
     config = session.config
-    check = check_file(file, config, report_rejected)
+    intake = take_in(file, config, session.redis, report_rejected,
+                     retention_s=session.settings.retention_s)
+    check = intake.check
     if check.rejected and not skip_invalid:
+        discard(session.redis, intake)
         click.echo(f"corral: {check.rejected} bad line(s) in {file}; nothing enqueued "
                    "(--skip-invalid runs the valid lines)", err=True)
         raise SystemExit(EXIT_USAGE)
-    batch_id = enqueue_file(file, config, check, session.redis, session.app,
-                            completion_window=completion_window, max_cost_usd=max_cost_usd)
+    batch_id = open_batch(session.redis, session.outcomes, file, config, intake,
+                          completion_window=completion_window, max_cost_usd=max_cost_usd)
+    feeder = session.feeder(batch_id)
+    queued = 0
+    while sent := feeder.feed_once():
+        queued += sent
     by_model = ", ".join(f"{name} {count}" for name, count in
                          sorted(check.accepted_by_model.items()))
-    click.echo(f"corral: batch {batch_id}: {check.accepted} lines enqueued ({by_model})"
-               + (f", {check.rejected} rejected" if check.rejected else ""), err=True)
+    click.echo(f"corral: batch {batch_id}: {check.accepted} lines accepted ({by_model})"
+               + (f", {check.rejected} rejected" if check.rejected else "")
+               + f"; {queued} queued now, {check.accepted - queued} in the spool", err=True)
     return batch_id
+
+
+def feed_in_thread(session: Session, batch_id: str) -> Feeder:
+    """Feed the rest of the batch from a thread of this process (stopped with the batch)."""
+    feeder = session.feeder(batch_id)
+    if feeder.unfed():
+        threading.Thread(target=feeder.run, name="corral-feeder", daemon=True).start()
+    return feeder
+
+
+def run_feeder(session: Session, batch_id: str) -> int:
+    """Feed the batch from this process until every line is sent; returns the lines sent."""
+    feeder = session.feeder(batch_id)
+    unfed = feeder.unfed()
+    if not unfed:
+        return 0
+    click.echo(f"corral: batch {batch_id}: feeding {unfed} lines from the spool", err=True)
+    try:
+        sent = feeder.run()
+    except FeederBusyError:
+        click.echo(f"corral: batch {batch_id} is already being fed by another process",
+                   err=True)
+        return 0
+    click.echo(f"corral: batch {batch_id}: {sent} lines fed, {feeder.unfed()} left", err=True)
+    return sent
+
+
+def spawn_feeder(session: Session, batch_id: str) -> int | None:
+    """Start a detached `corral feed BATCH` process when lines remain; returns its pid."""
+    feeder = session.feeder(batch_id)
+    if not feeder.unfed():
+        return None
+    spool = feeder.cursors()[1]
+    assert spool is not None
+    env = {**os.environ, "CORRAL_REDIS_URL": session.settings.redis_url}
+    if session.config.source:
+        env["CORRAL_CONFIG"] = str(Path(session.config.source).resolve())
+    with open(spool / "feeder.log", "ab") as log_file:
+        child = subprocess.Popen([sys.executable, "-m", "producer", "feed", batch_id],
+                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                 start_new_session=True, env=env)
+    click.echo(f"corral: batch {batch_id}: feeder process {child.pid} sends the rest as the "
+               f"workers drain (log: {spool / 'feeder.log'})", err=True)
+    return child.pid
 
 
 def finish_submit(session: Session, batch_id: str, *, wait: bool, as_json: bool) -> None:
     """Print the answer of `submit`, waiting first if asked."""
     batch = read_batch(session.redis, batch_id)
     if wait:
-        batch = wait_for_batch(session.redis, batch_id, show_progress=sys.stderr.isatty())
+        feeder = feed_in_thread(session, batch_id)
+        try:
+            batch = wait_for_batch(session.redis, batch_id, show_progress=sys.stderr.isatty())
+        finally:
+            feeder.stop()
+    else:
+        spawn_feeder(session, batch_id)
     click.echo(json.dumps(batch) if as_json else batch_id)
     if wait and batch["request_counts"]["failed"]:
         raise SystemExit(EXIT_FAILED_LINES)

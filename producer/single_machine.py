@@ -15,7 +15,7 @@ from corral.config import example_config_text, parse_config
 from producer.costs import batch_cost
 from producer.local_stack import LocalStack
 from producer.results import errors_path_for, write_outputs
-from producer.session import EXIT_FAILED_LINES, Session, submit_batch
+from producer.session import EXIT_FAILED_LINES, Session, feed_in_thread, submit_batch
 from producer.views import cost_table, stdout_console, wait_for_batch
 
 DEMO_BATCH_NAME = "demo_batch.jsonl"
@@ -32,7 +32,11 @@ def run_file(session: Session, stack: LocalStack, file: Path, output: Path | Non
     batch_id = submit_batch(session, file, skip_invalid=skip_invalid)
     queues = sorted({model.queue for model in session.config.models.values()})
     stack.start_workers(queues=queues, processes=processes, concurrency=concurrency)
-    batch = wait_for_batch(session.redis, batch_id)
+    feeder = feed_in_thread(session, batch_id)
+    try:
+        batch = wait_for_batch(session.redis, batch_id)
+    finally:
+        feeder.stop()
     output = output or file.with_name(f"{file.stem}.results.jsonl")
     errors = errors_path_for(output)
     counts = write_outputs(session.redis, batch_id, output, errors)

@@ -1,22 +1,33 @@
-"""`submit`: validate the whole file first, then create the batch and enqueue it, streaming."""
+"""`submit`: validate and route every line in one streaming pass, spool it, open the batch.
+
+Memory stays flat however long the file: lines go to the spool as they pass, custom_ids are
+remembered as hashes (SeenIds), and only the input order goes to Redis during the pass (under
+a TTL, so a refused or interrupted submit leaves nothing that lasts).
+"""
 
 from __future__ import annotations
 
+import json
+import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import redis
-from celery import Celery
 
 from corral.config import CorralConfig
-from producer.batches import create_batch
-from producer.enqueue import Enqueuer
+from corral.records import OutcomeStore, error_record
+from corral.redis_keys import BatchKeys
+from producer.batches import create_batch, new_batch_id
 from producer.reader import read_lines
 from producer.router import Router
+from producer.seen_ids import SeenIds
+from producer.spool import SpoolWriter, read_rejected, spool_root
 from producer.validator import AcceptedLine, LineValidator, RejectedLine
+
+ORDER_CHUNK = 1000
 
 
 @dataclass
@@ -41,14 +52,19 @@ class NothingToSubmitError(ValueError):
     """The file has no request lines."""
 
 
+def checked_lines(path: Path, config: CorralConfig) -> Iterator[AcceptedLine | RejectedLine]:
+    """Every line of `path`, validated and routed, in order."""
+    validator = LineValidator(Router(config), SeenIds(path))
+    for raw in read_lines(path):
+        yield validator.check(raw)
+
+
 def check_file(path: Path, config: CorralConfig,
                on_reject: Callable[[RejectedLine], None],
                on_accept: Callable[[AcceptedLine], None] | None = None) -> FileCheck:
     """Validate and route every line of `path`; report each bad one through `on_reject`."""
     result = FileCheck()
-    validator = LineValidator(Router(config))
-    for raw in read_lines(path):
-        checked = validator.check(raw)
+    for checked in checked_lines(path, config):
         if isinstance(checked, AcceptedLine):
             result.accepted_by_model[checked.model.name] += 1
             if on_accept is not None:
@@ -61,33 +77,83 @@ def check_file(path: Path, config: CorralConfig,
     return result
 
 
-def enqueue_file(path: Path, config: CorralConfig, check: FileCheck, client: redis.Redis,
-                 app: Celery, *, completion_window: str,
-                 max_cost_usd: Decimal | None = None) -> str:
-    """Create the batch and enqueue every accepted line (rejected ones become error records).
+@dataclass
+class Intake:
+    """A file taken in: its check, the batch id it was stored under, and its spool."""
 
-    The file is read a second time rather than held in memory; validation is deterministic,
-    so the second pass sees exactly what `check_file` saw.
+    check: FileCheck
+    batch_id: str
+    spool: SpoolWriter
+
+
+def take_in(path: Path, config: CorralConfig, client: redis.Redis,
+            on_reject: Callable[[RejectedLine], None], *, retention_s: int) -> Intake:
+    """One pass over `path`: validate, route, spool each line, and store the input order.
+
+    Call `open_batch` to make the batch real, or `discard` to drop what was taken in.
     """
-    batch_id = create_batch(client, total=check.total, models=sorted(check.accepted_by_model),
+    batch_id = new_batch_id()
+    spool = SpoolWriter(spool_root() / batch_id)
+    order_key = BatchKeys(batch_id).order
+    check = FileCheck()
+    order: list[str] = []
+
+    def store_order() -> None:
+        pipe = client.pipeline(transaction=False)
+        pipe.rpush(order_key, *order)
+        pipe.expire(order_key, retention_s)
+        pipe.execute()
+        order.clear()
+
+    try:
+        for checked in checked_lines(path, config):
+            if isinstance(checked, AcceptedLine):
+                check.accepted_by_model[checked.model.name] += 1
+                spool.accept(checked.model.name, checked.custom_id,
+                             json.dumps(checked.job(), separators=(",", ":")))
+                order.append(checked.custom_id)
+            else:
+                check.rejected += 1
+                spool.reject(checked.record_id, checked.number, checked.reason)
+                on_reject(checked)
+                order.append(checked.record_id)
+            if len(order) >= ORDER_CHUNK:
+                store_order()
+        if order:
+            store_order()
+        spool.close()
+    except BaseException:
+        discard(client, Intake(check, batch_id, spool))
+        raise
+    if check.total == 0:
+        discard(client, Intake(check, batch_id, spool))
+        raise NothingToSubmitError(f"{path}: no request lines")
+    return Intake(check, batch_id, spool)
+
+
+def discard(client: redis.Redis, intake: Intake) -> None:
+    """Forget a file that will not run: its spool and its stored order."""
+    intake.spool.discard()
+    client.delete(BatchKeys(intake.batch_id).order)
+
+
+def open_batch(client: redis.Redis, outcomes: OutcomeStore, path: Path, config: CorralConfig,
+               intake: Intake, *, completion_window: str,
+               max_cost_usd: Decimal | None = None) -> str:
+    """Create the batch for a file taken in, and file its refused lines as error records.
+
+    Its accepted lines wait in the spool; the feeder sends them (`producer/feeder.py`).
+    """
+    models = sorted(intake.check.accepted_by_model)
+    extra: dict[str, str | int] = {"spool": str(intake.spool.directory),
+                                   "spool_host": socket.gethostname()}
+    for model, count in intake.check.accepted_by_model.items():
+        extra.update({f"lines:{model}": count, f"fed:{model}": 0, f"fed_offset:{model}": 0})
+    batch_id = create_batch(client, total=intake.check.total, models=models,
                             input_file=str(path.resolve()), completion_window=completion_window,
-                            config_source=config.source, max_cost_usd=max_cost_usd)
-    enqueue_lines(path, config, client, app, batch_id)
+                            config_source=config.source, max_cost_usd=max_cost_usd,
+                            batch_id=intake.batch_id, extra=extra)
+    for record_id, number, reason in read_rejected(intake.spool.directory):
+        outcomes.record(batch_id, error_record(record_id, code="invalid_request",
+                                               message=f"line {number}: {reason}"))
     return batch_id
-
-
-def enqueue_lines(path: Path, config: CorralConfig, client: redis.Redis, app: Celery,
-                  batch_id: str, *, skip_lines: int = 0) -> int:
-    """Validate `path` again and enqueue its lines after the first `skip_lines` checked ones.
-
-    Returns:
-        How many jobs were sent.
-    """
-    enqueuer = Enqueuer(client, app, batch_id)
-    validator = LineValidator(Router(config))
-    for index, raw in enumerate(read_lines(path)):
-        checked = validator.check(raw)  # also for skipped lines: duplicates are found the same
-        if index >= skip_lines:
-            enqueuer.add(checked)
-    enqueuer.flush()
-    return enqueuer.enqueued

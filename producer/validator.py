@@ -10,6 +10,7 @@ from corral.config import ModelConfig
 from corral.tokens import estimate_prompt_tokens, reservation_tokens
 from producer.reader import RawLine
 from producer.router import RouteDecision, Router, UnknownModelError
+from producer.seen_ids import SeenIds
 
 CHAT_COMPLETIONS_URL = "/v1/chat/completions"
 MAX_CUSTOM_ID_CHARS = 256
@@ -54,9 +55,9 @@ class LineRejected(Exception):
 class LineValidator:
     """Validates the lines of one file in order; remembers custom_ids to refuse repeats."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, seen_ids: SeenIds) -> None:
         self._router = router
-        self._seen_ids: set[str] = set()
+        self._seen_ids = seen_ids
 
     def check(self, raw: RawLine) -> AcceptedLine | RejectedLine:
         """Validate and route one line."""
@@ -64,13 +65,12 @@ class LineValidator:
         try:
             line = _parse_object(raw.data)
             custom_id = _check_custom_id(line.get("custom_id"))
-            if custom_id in self._seen_ids:
-                # The repeat is the bad line; its record must not collide with the first's.
-                return RejectedLine(raw.number, f"duplicate custom_id {custom_id!r}")
             accepted = self._check_request(raw.number, custom_id, line)
         except LineRejected as err:
             return RejectedLine(raw.number, str(err), custom_id)
-        self._seen_ids.add(custom_id)
+        if not self._seen_ids.add(custom_id, raw.offset):
+            # The repeat is the bad line; its record must not collide with the first's.
+            return RejectedLine(raw.number, f"duplicate custom_id {custom_id!r}")
         return accepted
 
     def _check_request(self, number: int, custom_id: str, line: dict[str, Any]) -> AcceptedLine:

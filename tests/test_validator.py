@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from corral.config import load_config
 from producer.reader import RawLine
 from producer.router import Router
+from producer.seen_ids import SeenIds
 from producer.validator import AcceptedLine, LineValidator, RejectedLine
 
 
 @pytest.fixture()
-def validator(write_config) -> LineValidator:
-    return LineValidator(Router(load_config(write_config(small_ctx=50, small_tpm=500))))
+def validator(write_config, tmp_path: Path) -> LineValidator:
+    source = tmp_path / "input.jsonl"
+    source.touch()
+    return LineValidator(Router(load_config(write_config(small_ctx=50, small_tpm=500))),
+                         SeenIds(source))
 
 
 def line(custom_id: object = "q-1", **overrides: object) -> bytes:
@@ -27,7 +32,12 @@ def line(custom_id: object = "q-1", **overrides: object) -> bytes:
 
 
 def check(validator: LineValidator, data: bytes, number: int = 1):
-    return validator.check(RawLine(number, data))
+    """Append the line to the validator's input file (duplicates are confirmed from it)."""
+    source = validator._seen_ids.path
+    with open(source, "ab") as handle:
+        offset = handle.tell()
+        handle.write(data + b"\n")
+    return validator.check(RawLine(number, data, offset))
 
 
 def test_valid_line_is_routed_and_gets_the_upstream_model(validator: LineValidator) -> None:

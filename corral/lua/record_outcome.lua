@@ -11,7 +11,9 @@
 -- KEYS[8] inflight  hash   custom_id#attempt -> start (s) of provider calls not yet settled
 -- KEYS[9] stats     hash   the batch's live counters per model (corral/stats.py)
 -- KEYS[10] fleet    hash   the same counters for the whole fleet
--- KEYS[11..] every long-lived key of the batch, to start the retention TTL when it ends
+-- KEYS[11] bodies    hash   custom_id -> stored request: a completed line's is dropped (Redis
+--                          holds what is in flight; a failed line's stays for `retry`)
+-- KEYS[12..] every long-lived key of the batch, to start the retention TTL when it ends
 -- ARGV[1] custom_id
 -- ARGV[2] record           the terminal record (JSON)
 -- ARGV[3] counter          "completed" (a result) or "failed" (an error record)
@@ -29,14 +31,14 @@
 -- whether it bought the line's result, so a duplicate's spend is counted, never dropped.
 -- When the last line lands, an in_progress or cancelling batch takes its end_status
 -- ("completed" by default; "failed" if no line succeeded), timestamps come from the Redis
--- server clock, and every key in KEYS[11..] gets the retention TTL.
+-- server clock, and every key in KEYS[12..] gets the retention TTL.
 
 local outcomes, done, meta, ledger, seq, attempts, lease, inflight =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local custom_id, record, counter, ledger_entry = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local retention_s, only_unstarted, settled_call = tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local model, call_counts, error_code = ARGV[8], ARGV[9], ARGV[10]
-local stats, fleet = KEYS[9], KEYS[10]
+local stats, fleet, bodies = KEYS[9], KEYS[10], KEYS[11]
 
 local function count(counter, amount)
   if model ~= '' then
@@ -73,6 +75,9 @@ end
 
 redis.call('HSET', seq, custom_id, redis.call('RPUSH', done, custom_id))
 redis.call('HINCRBY', meta, counter, 1)
+if counter == 'completed' then
+  redis.call('HDEL', bodies, custom_id)
+end
 count(counter, 1)
 if error_code ~= '' then
   count('failed:' .. error_code, 1)
@@ -88,7 +93,7 @@ if (status == 'in_progress' or status == 'cancelling') and completed + failed >=
   end
   local now = redis.call('TIME')[1]
   redis.call('HSET', meta, 'status', ending, 'finalizing_at', now, ending .. '_at', now)
-  for i = 11, #KEYS do
+  for i = 12, #KEYS do
     redis.call('EXPIRE', KEYS[i], retention_s)
   end
 end

@@ -44,7 +44,7 @@ def corral_env(redis_client, redis_url: str, tmp_path: Path) -> dict[str, str]:
     """The environment every corral process of the test gets."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CORRAL_")}
     env.update(FAST_TIMINGS, CORRAL_REDIS_URL=redis_url, CORRAL_TEST_SIM_KEY=SIM_KEY,
-               PYTHONUNBUFFERED="1")
+               CORRAL_SPOOL_DIR=str(tmp_path / "spool"), PYTHONUNBUFFERED="1")
     return env
 
 

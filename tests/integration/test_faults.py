@@ -7,9 +7,8 @@ accounting covers every call the simulator served (see helpers.assert_complete).
 from __future__ import annotations
 
 import json
+import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -162,34 +161,39 @@ def test_5_sigterm_mid_request_finishes_running_jobs_and_requeues_the_rest(
     assert second.process.poll() is None
 
 
-def test_6_sigkill_submit_halfway_then_resume_enqueues_only_the_missing_lines(
-        tmp_path: Path, redis_client, redis_url, write_config, start_simulator,
-        start_workers, corral, corral_env) -> None:
+def test_6_sigkill_the_feeder_halfway_then_resume_feeds_only_the_rest(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
     sim = start_simulator()
     config = write_config(f"{sim.base_url}/v1")
     total = 10_000
-    batch_file = write_jsonl(tmp_path / "big.jsonl", lines(total))
-    submit = subprocess.Popen([sys.executable, "-m", "producer", "submit", str(batch_file)],
-                              env={**corral_env, "CORRAL_CONFIG": str(config)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: any(redis_client.llen(BatchKeys(b).order) >= total * 0.3
-                           for b in redis_client.zrange("corral:batches", 0, -1)),
-               interval_s=0.005)
-    submit.send_signal(signal.SIGKILL)
-    submit.wait()
-    batch_id = redis_client.zrange("corral:batches", 0, -1)[0]
-    stored = redis_client.llen(BatchKeys(batch_id).order)
-    assert stored < total  # really killed halfway
+    depth = {"CORRAL_QUEUE_DEPTH": "500"}
+    submitted = corral("submit", str(write_jsonl(tmp_path / "big.jsonl", lines(total))),
+                       config=config, env_extra=depth)
+    assert submitted.returncode == 0, submitted.stderr
+    batch_id = submitted.stdout.strip()
+    keys = BatchKeys(batch_id)
+    assert int(redis_client.hget(keys.meta, "fed:small")) == 500  # the first share only
+    wait_until(lambda: redis_client.get(keys.feeder) is not None)  # the detached feeder
+    feeder_pid = int(redis_client.get(keys.feeder).split(":")[1])
 
-    resumed = corral("resume", batch_id, config=config)
-    assert resumed.returncode == 0, resumed.stderr
-    assert int(resumed.stdout) >= total - stored
     start_workers(config, ["corral.small"], processes=2, concurrency=16)
+    wait_until(lambda: int(redis_client.hget(keys.meta, "fed:small")) >= total * 0.3,
+               interval_s=0.005)
+    os.kill(feeder_pid, signal.SIGKILL)
+    fed = int(redis_client.hget(keys.meta, "fed:small"))
+    assert fed < total  # really killed halfway
+
+    resumed = corral("resume", batch_id, config=config, env_extra=depth)
+    assert resumed.returncode == 0, resumed.stderr
+    assert int(resumed.stdout) >= total - fed
     batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=150)
     assert batch["request_counts"] == {"total": total, "completed": total, "failed": 0}
     served = sim.stats()["served"]
-    assert served == total  # duplicate messages never became duplicate calls
+    assert served == total  # lines fed twice never became duplicate calls
     assert_complete(redis_client, batch_id, total, served)
+    assert redis_client.hlen(keys.bodies) == 0  # completed lines leave nothing behind
+    assert not (tmp_path / "spool" / batch_id).exists()
 
 
 def test_7_invalid_key_fails_fast_then_retry_after_the_fix_completes(

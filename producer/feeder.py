@@ -1,0 +1,192 @@
+"""The feeder: tops each model's share of the queues up from a batch's spool as lines end.
+
+A model may have `queue_depth` lines of all batches in the system at once (queued, running,
+or waiting to retry). Batches feeding one model share that depth equally, so a small batch
+submitted after a large one waits behind at most one share of it, not all of it. The cursor
+(lines and bytes fed per model) lives in the batch's meta, so a restarted feeder goes on
+where the last one stopped; at most the last chunk is sent twice, and a line's lease or
+record makes a second message a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from celery import Celery
+
+from corral.config import CorralConfig
+from corral.errors import CorralError
+from corral.jobs import send_jobs
+from corral.redis_keys import BatchKeys, feeding_key
+from corral.stats import by_model, stat_field
+from producer.spool import model_file, read_model_lines
+
+log = logging.getLogger(__name__)
+
+CHUNK_LINES = 1000
+IDLE_S = 0.2
+LOCK_MS = 5_000
+FEEDING_TTL_S = 10
+
+
+class FeederBusyError(CorralError):
+    """Another feeder is sending this batch's lines."""
+
+
+class SpoolMissingError(CorralError):
+    """The batch's spool is not on this machine."""
+
+
+@dataclass(frozen=True)
+class ModelCursor:
+    """How far one model's lines of the batch have been fed."""
+
+    model: str
+    lines: int
+    fed: int
+    offset: int
+
+
+class Feeder:
+    """Feeds one batch; `feed_once` is one top-up, `run` loops until every line is fed."""
+
+    def __init__(self, client: redis.Redis, app: Celery, config: CorralConfig, batch_id: str,
+                 *, depth: int, wait: Callable[[float], bool] | None = None) -> None:
+        self._client = client
+        self._app = app
+        self._config = config
+        self._batch_id = batch_id
+        self._keys = BatchKeys(batch_id)
+        self._depth = depth
+        self._stop = threading.Event()
+        self._wait = wait or self._stop.wait
+        # Who holds the batch (host:pid:nonce), readable in Redis when debugging.
+        self._token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def stop(self) -> None:
+        """Stop `run` after its current top-up."""
+        self._stop.set()
+
+    def cursors(self) -> tuple[str | None, Path | None, list[ModelCursor]]:
+        """The batch's status, spool directory and per-model cursors."""
+        meta: dict[str, str] = self._client.hgetall(self._keys.meta)  # type: ignore[assignment]
+        cursors = [ModelCursor(name[len("lines:"):], int(value),
+                               int(meta.get(f"fed:{name[len('lines:'):]}", 0)),
+                               int(meta.get(f"fed_offset:{name[len('lines:'):]}", 0)))
+                   for name, value in meta.items() if name.startswith("lines:")]
+        spool = Path(meta["spool"]) if meta.get("spool") else None
+        return meta.get("status"), spool, cursors
+
+    def feed_once(self) -> int:
+        """Send what each model's fair share has room for; returns the lines sent."""
+        status, spool, cursors = self.cursors()
+        if status != "in_progress" or spool is None:
+            return 0
+        live = by_model(self._client.hgetall(self._keys.stats))  # type: ignore[arg-type]
+        now, _ = self._client.time()
+        sent = 0
+        for cursor in cursors:
+            if cursor.fed >= cursor.lines:
+                continue
+            counts = live.get(cursor.model, {})
+            in_system = cursor.fed - counts.get("completed", 0) - counts.get("failed", 0)
+            room = min(self._share(cursor.model, now) - in_system, cursor.lines - cursor.fed,
+                       CHUNK_LINES)
+            if room > 0:
+                sent += self._send(spool, cursor, room)
+        return sent
+
+    def unfed(self) -> int:
+        """Lines still in the spool."""
+        return sum(c.lines - c.fed for c in self.cursors()[2])
+
+    def run(self) -> int:
+        """Feed until every line is sent, the batch closes, or `stop()`; returns lines sent.
+
+        Raises:
+            FeederBusyError: another feeder holds the batch.
+            SpoolMissingError: lines remain but their spool is not here.
+        """
+        status, spool, cursors = self.cursors()
+        if any(c.fed < c.lines for c in cursors) and (spool is None or not spool.exists()):
+            raise SpoolMissingError(
+                f"batch {self._batch_id}: {sum(c.lines - c.fed for c in cursors)} lines wait "
+                f"in the spool {spool}, which is not on this machine; run `corral feed` where "
+                "the batch was submitted")
+        self._take_lock()
+        sent = 0
+        try:
+            while not self._stop.is_set() and self._still_mine():
+                status, spool, cursors = self.cursors()
+                if status != "in_progress" or all(c.fed >= c.lines for c in cursors):
+                    break
+                fed = self.feed_once()
+                sent += fed
+                if not fed:
+                    self._wait(IDLE_S)
+        finally:
+            self._release()
+        status, spool, cursors = self.cursors()
+        if spool is not None and (all(c.fed >= c.lines for c in cursors)
+                                  or status not in ("in_progress", "cancelling")):
+            shutil.rmtree(spool, ignore_errors=True)  # nothing left to feed from it
+        return sent
+
+    def _share(self, model: str, now: int) -> int:
+        """This batch's part of the model's depth: equal among the batches feeding it."""
+        key = feeding_key(model)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zadd(key, {self._batch_id: now})
+        pipe.zremrangebyscore(key, "-inf", now - FEEDING_TTL_S)
+        pipe.zcard(key)
+        pipe.expire(key, FEEDING_TTL_S * 6)
+        feeding = int(pipe.execute()[2])
+        return max(1, self._depth // max(1, feeding))
+
+    def _send(self, spool: Path, cursor: ModelCursor, room: int) -> int:
+        entries, offset = read_model_lines(model_file(spool, cursor.model), cursor.offset, room)
+        if not entries:
+            return 0
+        queue = self._config.models[cursor.model].queue
+        # Bodies before the jobs that point at them; the cursor after both.
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(self._keys.bodies, mapping=dict(entries))
+        pipe.hincrby(self._keys.stats, stat_field(cursor.model, "enqueued"), len(entries))
+        pipe.execute()
+        send_jobs(self._app, self._batch_id, [(custom_id, queue) for custom_id, _ in entries])
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hset(self._keys.meta, mapping={f"fed:{cursor.model}": cursor.fed + len(entries),
+                                            f"fed_offset:{cursor.model}": offset})
+        pipe.hincrby(self._keys.meta, "enqueued", len(entries))
+        pipe.execute()
+        return len(entries)
+
+    def _take_lock(self) -> None:
+        """Hold the batch's feeder lock, waiting out the lock of a feeder that died."""
+        deadline = time.monotonic() + LOCK_MS / 1000 + 1
+        while not self._client.set(self._keys.feeder, self._token, nx=True, px=LOCK_MS):
+            if time.monotonic() > deadline or self._stop.is_set():
+                raise FeederBusyError(f"batch {self._batch_id} is already being fed by "
+                                      f"{self._client.get(self._keys.feeder)!r}")
+            self._wait(IDLE_S)
+
+    def _still_mine(self) -> bool:
+        if self._client.get(self._keys.feeder) != self._token:
+            log.warning("batch %s: another feeder took over", self._batch_id)
+            return False
+        self._client.pexpire(self._keys.feeder, LOCK_MS)
+        return True
+
+    def _release(self) -> None:
+        if self._client.get(self._keys.feeder) == self._token:
+            self._client.delete(self._keys.feeder)

@@ -1,0 +1,78 @@
+"""The feeder: Redis holds what is in flight, and batches on one model share it fairly."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from corral.redis_keys import BatchKeys
+from producer.views import wait_for_batch
+from tests.integration.helpers import assert_complete, request, write_jsonl
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def lines(count: int, prefix: str) -> list[dict]:
+    return [request(f"{prefix}{i}", "small", f"line {i}", max_tokens=8) for i in range(count)]
+
+
+def test_a_small_batch_is_not_stuck_behind_a_large_one_and_redis_holds_only_a_share(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    sim = start_simulator("--latency-ms", "40")
+    config = write_config(f"{sim.base_url}/v1")
+    depth = 40
+    env = {"CORRAL_QUEUE_DEPTH": str(depth)}
+    big_total, small_total = 1500, 20
+    big = corral("submit", str(write_jsonl(tmp_path / "big.jsonl", lines(big_total, "b"))),
+                 config=config, env_extra=env)
+    assert big.returncode == 0, big.stderr
+    big_id = big.stdout.strip()
+    big_keys = BatchKeys(big_id)
+    start_workers(config, ["corral.small"], processes=1, concurrency=4)
+
+    most_stored = 0
+
+    def big_done() -> int:
+        nonlocal most_stored
+        most_stored = max(most_stored, redis_client.hlen(big_keys.bodies))
+        return redis_client.hlen(big_keys.outcomes)
+
+    deadline = time.monotonic() + 60
+    while big_done() < 100:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    small = corral("submit", str(write_jsonl(tmp_path / "small.jsonl", lines(small_total, "s"))),
+                   config=config, env_extra=env)
+    assert small.returncode == 0, small.stderr
+    small_id = small.stdout.strip()
+    while redis_client.hlen(BatchKeys(small_id).outcomes) < small_total:
+        assert time.monotonic() < deadline, "the small batch waited behind the large one"
+        big_done()
+        time.sleep(0.02)
+    big_done_when_small_ended = big_done()
+    # FIFO over whole batches would have run all 1,500 big lines first.
+    assert big_done_when_small_ended < big_total // 2
+
+    batch = wait_for_batch(redis_client, big_id, show_progress=False, timeout_s=120)
+    assert batch["request_counts"]["completed"] == big_total
+    big_done()
+    assert 0 < most_stored <= depth  # never more than the model's depth of bodies in Redis
+    assert redis_client.hlen(big_keys.bodies) == 0
+    served = sim.stats()["served"]
+    assert served == big_total + small_total
+    assert_complete(redis_client, big_id, big_total, served - small_total)
+    assert_complete(redis_client, small_id, small_total, small_total)
+
+
+def test_a_refused_file_leaves_no_spool_and_no_keys(tmp_path: Path, redis_client,
+                                                    write_config, corral) -> None:
+    config = write_config("http://127.0.0.1:9/v1")
+    bad = write_jsonl(tmp_path / "bad.jsonl", [*lines(2000, "x"), "{oops"])
+    refused = corral("submit", str(bad), config=config)
+    assert refused.returncode == 2
+    assert "line 2001: malformed JSON" in refused.stderr
+    assert redis_client.dbsize() == 0
+    assert list((tmp_path / "spool").glob("*")) == []
