@@ -1,10 +1,14 @@
 """Celery's settings module for corral; every value comes from corral's settings (environment)."""
 
+from corral.redis_client import tls_options_for
 from corral.settings import get_settings
 
 _settings = get_settings()
 
 broker_url = _settings.effective_broker_url
+# A rediss:// broker verifies the server's certificate with corral's TLS settings (kombu alone
+# would connect without verifying); ssl_* query parameters in the URL replace these.
+broker_use_ssl = tls_options_for(broker_url, _settings) or None
 broker_connection_retry_on_startup = True
 # A job lost with its worker comes back after the visibility timeout (see corral.settings for
 # the check against the other timings); kombu looks for such jobs every restore interval

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
+from corral.redis_client import tls_options_for
+
 RUN_JOB_TASK = "corral.run_job"
 
 
@@ -19,5 +21,6 @@ def create_app(main: str = "corral", *, broker_url: str | None = None) -> Celery
     app.config_from_object("celeryconfig")
     if broker_url:
         app.conf.broker_url = broker_url
+        app.conf.broker_use_ssl = tls_options_for(broker_url) or None
     return app
 

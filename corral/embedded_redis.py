@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from corral.errors import RedisUnavailableError
+from corral.redis_client import tls_options_for
 
 START_TIMEOUT_S = 15.0
 
@@ -42,11 +43,17 @@ def free_port() -> int:
 
 
 def is_reachable(url: str) -> bool:
-    """Whether a Redis server answers PING at `url`."""
+    """Whether a Redis server answers PING at `url` (with corral's TLS settings on rediss://)."""
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, **tls_options_for(url))
     except (redis.RedisError, OSError, ValueError):
         return False
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+    finally:
+        client.close()
 
 
 class EmbeddedRedis:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -27,6 +28,13 @@ class Settings(BaseSettings):
     redis_url: str = DEFAULT_REDIS_URL
     broker_url: str | None = None
     config: str | None = None
+    # For rediss:// URLs (state and broker): the CA that signed the server's certificate (else
+    # the system's CAs), and a client certificate and key for servers that ask for one.
+    redis_tls_ca_file: str | None = None
+    redis_tls_cert_file: str | None = None
+    redis_tls_key_file: str | None = None
+    # How workers and the CLI write log lines: plain text, or one JSON object per line.
+    log_format: Literal["text", "json"] = "text"
 
     request_deadline_s: float = 300.0
     max_retry_delay_s: float = 60.0
@@ -83,6 +91,24 @@ class Settings(BaseSettings):
                 f"{self.max_retry_delay_s:g} = {needed_s:g} s, or a live job would be "
                 "delivered twice"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        files = {"CORRAL_REDIS_TLS_CA_FILE": self.redis_tls_ca_file,
+                 "CORRAL_REDIS_TLS_CERT_FILE": self.redis_tls_cert_file,
+                 "CORRAL_REDIS_TLS_KEY_FILE": self.redis_tls_key_file}
+        for name, path in files.items():
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name}={path} is not a file")
+        if self.redis_tls_key_file and not self.redis_tls_cert_file:
+            raise ValueError("CORRAL_REDIS_TLS_KEY_FILE needs CORRAL_REDIS_TLS_CERT_FILE")
+        uses_tls = any(url.startswith("rediss://")
+                       for url in (self.redis_url, self.effective_broker_url))
+        if any(files.values()) and not uses_tls:
+            # Refuse rather than ignore: the operator believes the connection is encrypted.
+            raise ValueError("CORRAL_REDIS_TLS_* files are set but neither CORRAL_REDIS_URL nor "
+                             "CORRAL_BROKER_URL is a rediss:// URL")
         return self
 
 

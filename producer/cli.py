@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import suppress
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import redis
 
 from corral import __version__
 from corral.errors import ConfigError, CorralError
+from corral.logs import configure_cli_logging
+from corral.settings import get_settings
 from producer import lifecycle
 from producer.batches import list_batches, read_batch
 from producer.check import check_all
@@ -69,6 +72,8 @@ def parse_usd(text: str | None) -> Decimal | None:
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Run large LLM batches on a Celery fleet, inside rate limits, with exact costs."""
     ctx.obj = Session(config_path)
+    with suppress(ConfigError):  # a command that needs the settings says what is wrong
+        configure_cli_logging(get_settings().log_format)
 
 
 @cli.command()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from corral.embedded_redis import EmbeddedRedis, is_reachable
 from corral.errors import CorralError
+from corral.redis_client import connect
 
 READY_TIMEOUT_S = 60.0
 SIM_READY = re.compile(rb"simulator ready on (http://\S+)")
@@ -65,6 +66,11 @@ def worker_command(*, queues: list[str], concurrency: int, name: str) -> list[st
             "--hostname", f"{name}@%h"]
 
 
+def _is_secured(url: str) -> bool:
+    before_query = url.partition("?")[0]
+    return url.startswith("rediss://") or "@" in before_query or "password=" in url
+
+
 class LocalStack(ExitStack):
     """Everything a one-machine run needs, stopped in reverse order on exit.
 
@@ -77,8 +83,14 @@ class LocalStack(ExitStack):
         self.log_dir = Path(tempfile.mkdtemp(prefix="corral-run-"))
 
     def ensure_redis(self, url: str) -> str:
-        """Use Redis at `url` if it answers, else start a private one; returns the URL in use."""
-        if not is_reachable(url):
+        """Use Redis at `url` if it answers, else start a private one; returns the URL in use.
+
+        A URL with a password or TLS names a server the user set up on purpose: when it does
+        not answer, that is an error to report, not a reason to run elsewhere.
+        """
+        if _is_secured(url):
+            connect(url).close()  # raises RedisUnavailableError saying why (password masked)
+        elif not is_reachable(url):
             server = self.enter_context(EmbeddedRedis())
             url = server.url
             # A private Redis carries the broker too.

@@ -39,3 +39,26 @@ def test_get_settings_reports_refusals_in_one_clean_line(monkeypatch) -> None:
             get_settings()
     finally:
         get_settings.cache_clear()
+
+
+def test_tls_files_must_exist_and_need_a_rediss_url(tmp_path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    assert Settings(redis_url="rediss://h/0", redis_tls_ca_file=str(ca)).redis_tls_ca_file
+    assert Settings(redis_url="redis://h/0", broker_url="rediss://b/0",
+                    redis_tls_ca_file=str(ca)).redis_tls_ca_file
+    with pytest.raises(ValidationError, match=r"CORRAL_REDIS_TLS_CA_FILE=.* is not a file"):
+        Settings(redis_url="rediss://h/0", redis_tls_ca_file=str(tmp_path / "missing.pem"))
+    with pytest.raises(ValidationError, match="neither CORRAL_REDIS_URL nor"):
+        Settings(redis_url="redis://h/0", redis_tls_ca_file=str(ca))
+    with pytest.raises(ValidationError, match="KEY_FILE needs CORRAL_REDIS_TLS_CERT_FILE"):
+        Settings(redis_url="rediss://h/0", redis_tls_key_file=str(ca))
+
+
+def test_log_format_is_text_or_json(monkeypatch) -> None:
+    assert Settings().log_format == "text"
+    monkeypatch.setenv("CORRAL_LOG_FORMAT", "json")
+    assert Settings().log_format == "json"
+    monkeypatch.setenv("CORRAL_LOG_FORMAT", "xml")
+    with pytest.raises(ValidationError):
+        Settings()

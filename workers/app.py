@@ -1,11 +1,23 @@
 """The workers' Celery app: `python -m celery -A workers.app worker …` loads this module."""
 
+import logging
 import sys
+from contextvars import Token
+from typing import Any
 
-from celery.signals import worker_init, worker_shutting_down
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_shutting_down,
+)
 
-from corral.celery_app import create_app
+from corral.celery_app import RUN_JOB_TASK, create_app
 from corral.errors import ConfigError, CorralError
+from corral.logs import bind_job, format_line, unbind_job, use_json
+from corral.settings import get_settings
 
 app = create_app("corral")
 app.conf.include = ["workers.tasks"]
@@ -22,8 +34,42 @@ def _fail_fast_on_bad_setup(**_: object) -> None:
         job_runner()
         reconciler().start()
     except CorralError as err:
-        print(f"corral worker: {err}", file=sys.stderr, flush=True)
+        # Celery has not set up logging yet: write the line in the chosen format ourselves.
+        print(format_line(__name__, logging.CRITICAL, f"corral worker: {err}", _log_format()),
+              file=sys.stderr, flush=True)
         raise SystemExit(2 if isinstance(err, ConfigError) else 3) from err
+
+
+def _log_format() -> str:
+    try:
+        return get_settings().log_format
+    except ConfigError:
+        return "text"  # the settings themselves are what is wrong
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _use_log_format(logger: logging.Logger, **_: object) -> None:
+    if _log_format() == "json":
+        use_json(logger)
+
+
+# run_job tags corral's own lines with its line; these tag Celery's lines about the same job
+# too, which it writes after the task function has returned (succeeded, retry, failed).
+_job_tokens: dict[str, Token[tuple[str, str] | None]] = {}
+
+
+@task_prerun.connect
+def _tag_job_lines(task_id: str, task: Any, args: tuple[Any, ...] = (), **_: object) -> None:
+    if task.name == RUN_JOB_TASK and len(args) == 2:
+        _job_tokens[task_id] = bind_job(str(args[0]), str(args[1]))
+
+
+@task_postrun.connect
+def _untag_job_lines(task_id: str, **_: object) -> None:
+    token = _job_tokens.pop(task_id, None)
+    if token is not None:
+        unbind_job(token)
 
 
 @worker_shutting_down.connect

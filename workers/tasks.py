@@ -9,6 +9,7 @@ from celery.exceptions import Reject, Retry
 from redis import RedisError
 
 from corral.celery_app import RUN_JOB_TASK
+from corral.logs import job_context
 from workers.app import app
 from workers.rate_limiter import ShuttingDownError
 from workers.runtime import job_runner
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 @app.task(name=RUN_JOB_TASK, bind=True, max_retries=None)
 def run_job(self: Task, batch_id: str, custom_id: str) -> None:
     """Run one line of a batch; a retryable failure comes back later as a new message."""
+    with job_context(batch_id, custom_id):  # every log line of the job names its line
+        _run_line(self, batch_id, custom_id)
+
+
+def _run_line(task: Task, batch_id: str, custom_id: str) -> None:
     runner = job_runner()
     try:
         retry = runner.run(batch_id, custom_id)
@@ -39,7 +45,7 @@ def run_job(self: Task, batch_id: str, custom_id: str) -> None:
     if retry is not None:
         log.info("retry %s/%s in %.2f s: %s", batch_id, custom_id, retry.delay_s, retry.reason)
         try:
-            self.retry(countdown=retry.delay_s)
+            task.retry(countdown=retry.delay_s)
         except Retry:
             raise
         except Exception as err:
