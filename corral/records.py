@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -62,7 +63,8 @@ class OutcomeStore:
     def record(self, batch_id: str, record: dict[str, Any], *,
                ledger_entry: dict[str, Any] | None = None,
                only_unstarted: bool = False, settled_call: str = "", model: str = "",
-               call_counts: dict[str, int] | None = None) -> Written:
+               call_counts: dict[str, int] | None = None,
+               along: Callable[[redis.client.Pipeline], None] | None = None) -> Written:
         """Store `record` unless the line already has one; log `ledger_entry` either way.
 
         Args:
@@ -74,6 +76,7 @@ class OutcomeStore:
             settled_call: the `inflight` field of the call whose outcome this is known to be.
             model: the model whose live counters (corral/stats.py) the record moves.
             call_counts: what the call behind the record adds to them (`CallStats`).
+            along: queues more commands to send in the same round trip, before the record.
         """
         keys = BatchKeys(batch_id)
         custom_id = record["custom_id"]
@@ -81,7 +84,11 @@ class OutcomeStore:
         counter = "failed" if error else "completed"
         entry = json.dumps(ledger_entry, separators=(",", ":")) if ledger_entry else ""
         counts = json.dumps(call_counts, separators=(",", ":")) if call_counts else ""
+        pipe = self._client.pipeline(transaction=False) if along else None
+        if along is not None and pipe is not None:
+            along(pipe)
         wrote = self._record_outcome(
+            client=pipe,
             keys=[keys.outcomes, keys.done, keys.meta, keys.ledger, keys.seq, keys.attempts,
                   keys.lease(custom_id), keys.inflight, keys.stats, FLEET_STATS, keys.bodies,
                   *keys.all()],
@@ -89,4 +96,6 @@ class OutcomeStore:
                   self._retention_s, "1" if only_unstarted else "", settled_call, model,
                   counts, error["code"] if error else ""],
         )
+        if pipe is not None:
+            wrote = pipe.execute()[-1]
         return Written(int(wrote))

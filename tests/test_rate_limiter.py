@@ -77,9 +77,9 @@ def test_a_429_refunds_tokens_and_starts_a_shared_cooldown() -> None:
     limiter.settle(SCOPE, 7, None, headers={}, rate_limited=True)
     assert store.settled == [
         {"refund_tokens": 321, "cooldown_ms": 2500, "remaining_requests": None,
-         "remaining_tokens": None, "admission": admission},
+         "remaining_tokens": None, "admission": admission, "pipe": None},
         {"refund_tokens": 7, "cooldown_ms": 1000, "remaining_requests": None,
-         "remaining_tokens": None, "admission": None}]
+         "remaining_tokens": None, "admission": None, "pipe": None}]
 
 
 def test_an_answer_passes_on_what_the_provider_has_left_and_silence_costs_nothing() -> None:
@@ -91,7 +91,7 @@ def test_an_answer_passes_on_what_the_provider_has_left_and_silence_costs_nothin
     limiter.settle(SCOPE, 40, None, headers={"x-ratelimit-remaining-requests": "50"})
     assert store.settled == [{"refund_tokens": None, "cooldown_ms": None,
                               "remaining_requests": 50, "remaining_tokens": None,
-                              "admission": None}]
+                              "admission": None, "pipe": None}]
 
 
 def test_one_poller_per_scope_per_process() -> None:

@@ -42,7 +42,8 @@ class BucketStore(Protocol):
     def settle(self, scope: RateScope, *, refund_tokens: int | None = None,
                cooldown_ms: int | None = None, remaining_requests: int | None = None,
                remaining_tokens: int | None = None, admission: Admission | None = None,
-               now_ms: int | None = None) -> None: ...
+               now_ms: int | None = None, pipe: redis.client.Pipeline | None = None) -> None:
+        ...
 
 
 def _arg(value: int | None) -> str | int:
@@ -56,10 +57,11 @@ class RedisBucketStore:
         self._script = lua_scripts.register(client, "bucket", package="workers")
         self._period_ms = int(period_s * 1000)
 
-    def _call(self, op: str, scope: RateScope, now_ms: int | None, *extra: str | int) -> list:
+    def _call(self, op: str, scope: RateScope, now_ms: int | None, *extra: str | int,
+              pipe: redis.client.Pipeline | None = None) -> list:
         return self._script(keys=[bucket_key(scope.name)],  # type: ignore[no-any-return]
                             args=[op, scope.rpm, scope.tpm, self._period_ms, _arg(now_ms),
-                                  *extra])
+                                  *extra], client=pipe)
 
     def acquire(self, scope: RateScope, tokens: int, now_ms: int | None = None) -> Decision:
         """Take one request and `tokens` tokens, both or neither."""
@@ -73,13 +75,14 @@ class RedisBucketStore:
     def settle(self, scope: RateScope, *, refund_tokens: int | None = None,
                cooldown_ms: int | None = None, remaining_requests: int | None = None,
                remaining_tokens: int | None = None, admission: Admission | None = None,
-               now_ms: int | None = None) -> None:
+               now_ms: int | None = None, pipe: redis.client.Pipeline | None = None) -> None:
         """Refund tokens, start a cooldown, or sync to what the provider reported after the
-        call admitted as `admission`."""
+        call admitted as `admission` (queued on `pipe` when given, sent with its other
+        commands)."""
         since = [admission.requests_total, admission.tokens_total, admission.at_ms] \
             if admission else ["", "", ""]
         self._call("settle", scope, now_ms, _arg(refund_tokens), _arg(cooldown_ms),
-                   _arg(remaining_requests), _arg(remaining_tokens), *since)
+                   _arg(remaining_requests), _arg(remaining_tokens), *since, pipe=pipe)
 
 
 class LocalBucketStore:

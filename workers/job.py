@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import random
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -221,27 +222,29 @@ class JobRunner:
 
     def _call_within_limits(self, model: ModelConfig, body: dict[str, Any],
                             tokens: int, stats: CallStats) -> Completion:
-        """One provider call reserving `tokens` in the scope's shared limits, settled whatever
-        happens."""
+        """One provider call reserving `tokens` in the scope's shared limits.
+
+        A failed call is settled here; a completed one in `stats.settle`, which its record
+        sends in the same round trip.
+        """
         scope = self._config.scope_of(model)
         admission = self._limiter.acquire(scope, tokens)
-        headers: Mapping[str, str] = {}
-        rate_limited: RateLimitedError | None = None
         started = time.monotonic()
         try:
             completion = self._provider_client.complete(self._config.provider_of(model), body)
-            headers = completion.headers
-            return completion
         except RateLimitedError as err:
-            rate_limited = err
-            stats.rate_limited = True
+            stats.latency_s, stats.rate_limited = time.monotonic() - started, True
+            self._limiter.settle(scope, tokens, admission, headers={}, rate_limited=True,
+                                 retry_after_s=err.retry_after_s)
             raise
-        finally:
+        except BaseException:
             stats.latency_s = time.monotonic() - started
-            self._limiter.settle(scope, tokens, admission, headers=headers,
-                                 rate_limited=rate_limited is not None,
-                                 retry_after_s=rate_limited.retry_after_s if rate_limited
-                                 else None)
+            self._limiter.settle(scope, tokens, admission, headers={})
+            raise
+        stats.latency_s = time.monotonic() - started
+        stats.settle = functools.partial(self._limiter.settle, scope, tokens, admission,
+                                         headers=completion.headers)
+        return completion
 
     def _undo_attempt(self, keys: BatchKeys, custom_id: str, attempt: int) -> None:
         pipe = self._client.pipeline(transaction=False)
@@ -274,7 +277,8 @@ class JobRunner:
         record = result_record(custom_id, request_id=completion.request_id,
                                body=completion.body, route=route)
         if not self._outcomes.record(batch_id, record, ledger_entry=entry, settled_call=call,
-                                     model=model.name, call_counts=stats.increments()):
+                                     model=model.name, call_counts=stats.increments(),
+                                     along=lambda pipe: stats.settle(pipe=pipe)):
             log.info("duplicate result for %s/%s kept out; its cost is in the ledger",
                      batch_id, custom_id)
 

@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+import redis
+
 from corral.config import RateScope
 from corral.errors import InvalidRequestError
 from workers.buckets import Admission, BucketStore
@@ -100,7 +102,8 @@ class RateLimiter:
 
     def settle(self, scope: RateScope, tokens: int, admission: Admission | None, *,
                headers: Mapping[str, str], rate_limited: bool = False,
-               retry_after_s: float | None = None) -> None:
+               retry_after_s: float | None = None,
+               pipe: redis.client.Pipeline | None = None) -> None:
         """A call taken by `acquire` has ended: settle what it taught, if anything.
 
         A 429 charged no tokens and shuts the scope for every worker (Retry-After, else a
@@ -115,4 +118,4 @@ class RateLimiter:
                 else int(retry_after_s * 1000)
         self._store.settle(scope, refund_tokens=tokens if rate_limited else None,
                            cooldown_ms=cooldown_ms, remaining_requests=remaining.requests,
-                           remaining_tokens=remaining.tokens, admission=admission)
+                           remaining_tokens=remaining.tokens, admission=admission, pipe=pipe)
