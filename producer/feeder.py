@@ -138,8 +138,10 @@ class Feeder:
             self._release()
         status, spool, cursors = self.cursors()
         if spool is not None and (all(c.fed >= c.lines for c in cursors)
-                                  or status not in ("in_progress", "cancelling")):
-            shutil.rmtree(spool, ignore_errors=True)  # nothing left to feed from it
+                                  or status != "in_progress"):
+            # Nothing left to feed from it: every line is out, or the batch is closing (lines
+            # it never sent end as batch_cancelled or batch_expired from the input order).
+            shutil.rmtree(spool, ignore_errors=True)
         return sent
 
     def _share(self, model: str, now: int) -> int:
