@@ -23,6 +23,7 @@ from producer.check import check_all
 from producer.costs import batch_cost
 from producer.durations import parse_duration_s
 from producer.estimate import Estimate
+from producer.exporter import exporter
 from producer.flower import flower
 from producer.results import errors_path_for, write_outputs
 from producer.session import (
@@ -38,6 +39,7 @@ from producer.session import (
 from producer.single_machine import demo, run
 from producer.submit import check_file
 from producer.views import batches_table, cost_table, stdout_console, wait_for_batch
+from producer.watch import watch_batches
 
 
 class CorralGroup(click.Group):
@@ -99,11 +101,17 @@ def submit(session: Session, file: Path, wait: bool, skip_invalid: bool,
 
 @cli.command()
 @click.argument("batch_id", required=False)
-@click.option("--watch", is_flag=True, help="Follow the batch until it ends.")
+@click.option("--watch", is_flag=True, help="Follow the batch (or every active batch) live "
+              "until it ends; exit 1 if lines failed. With --json: wait, then print it.")
+@click.option("--interval", "interval_s", type=click.FloatRange(min=0.05), default=1.0,
+              show_default=True, help="Seconds between --watch refreshes.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def status(session: Session, batch_id: str | None, watch: bool, as_json: bool) -> None:
+def status(session: Session, batch_id: str | None, watch: bool, interval_s: float,
+           as_json: bool) -> None:
     """Show one batch, or a table of all batches."""
+    if watch and not as_json:
+        raise SystemExit(watch_batches(session, batch_id, interval_s))
     if batch_id is None:
         batches = list_batches(session.redis)
         if as_json:
@@ -287,6 +295,7 @@ def sim(sim_args: tuple[str, ...]) -> None:
 cli.add_command(run)
 cli.add_command(demo)
 cli.add_command(flower)
+cli.add_command(exporter)
 
 
 def main() -> None:

@@ -1,0 +1,170 @@
+"""The `status --watch` frame and loop on real Redis, driven by a fake clock and a fake sleep."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import pytest
+import redis
+from rich.console import Console
+
+from corral.config import load_config
+from corral.redis_keys import BatchKeys
+from corral.stats import stat_field
+from producer.batches import create_batch
+from producer.watch import (
+    EXIT_FAILED_LINES,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BatchWatch,
+    period_label,
+    poll,
+    run_watch,
+    scopes_by_model,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200, force_terminal=False, color_system=None), out
+
+
+def finish_lines(client: redis.Redis, batch_id: str, model: str, count: int, *,
+                 failed: bool = False) -> None:
+    """What the workers' record script does for `count` lines, without a worker."""
+    keys = BatchKeys(batch_id)
+    outcome = "failed" if failed else "completed"
+    client.hincrby(keys.meta, outcome, count)
+    for counter, amount in {outcome: count, "calls": count, "input_tokens": 100 * count,
+                            "output_tokens": 20 * count, "cost_nusd": 1500 * count,
+                            "latency_count": count, "latency_le_250": count}.items():
+        client.hincrby(keys.stats, stat_field(model, counter), amount)
+    meta = client.hgetall(keys.meta)
+    if int(meta["completed"]) + int(meta["failed"]) >= int(meta["total"]):
+        client.hset(keys.meta, mapping={"status": "completed",
+                                        "completed_at": int(meta["created_at"]) + 7})
+
+
+def new_batch(client: redis.Redis, total: int, models: dict[str, int],
+              spooled: dict[str, int] | None = None) -> str:
+    """A batch whose lines per model were all sent to the queues, but `spooled` of them."""
+    batch_id = create_batch(client, total=total, models=sorted(models), input_file="in.jsonl")
+    for model, count in models.items():
+        fed = count - (spooled or {}).get(model, 0)
+        client.hset(BatchKeys(batch_id).stats, stat_field(model, "enqueued"), fed)
+        client.hset(BatchKeys(batch_id).meta, mapping={f"lines:{model}": count,
+                                                        f"fed:{model}": fed})
+    return batch_id
+
+
+def stepping(clock: FakeClock, step: Callable[[], None]) -> Callable[[float], None]:
+    """A sleep that advances the fake clock and lets the fleet make progress meanwhile."""
+
+    def sleep(seconds: float) -> None:
+        clock.now_s += seconds
+        step()
+
+    return sleep
+
+
+def test_frame_shows_counts_rates_against_limits_spend_and_eta(redis_client,
+                                                               write_config) -> None:
+    config = load_config(write_config())
+    batch_id = new_batch(redis_client, 10, {"big": 6, "small": 4}, spooled={"small": 2})
+    clock = FakeClock()
+    view = BatchWatch(scopes_by_model(config), period_s=60, clock=clock)
+    out_console, out = console()
+    out_console.print(view.frame(poll(redis_client, [batch_id])))
+    first = out.getvalue()
+    assert "done 0/10" in first and "ETA -" in first and "100,000" in first
+    finish_lines(redis_client, batch_id, "big", 4)
+    finish_lines(redis_client, batch_id, "small", 1, failed=True)
+    clock.now_s = 10
+    out_console, out = console()
+    out_console.print(view.frame(poll(redis_client, [batch_id])))
+    text = out.getvalue()
+    assert "done 4/10  failed 1" in text
+    assert "spent $0.000008" in text  # 5 lines × 1,500 nano-USD
+    assert "ETA 10s" in text  # 5 lines in 10 s, 5 left
+    big = next(line for line in text.splitlines() if line.lstrip().startswith("big"))
+    # 4 calls in 10 s = 24/min against rpm 100,000; 480 tokens = 2,880/min against 10,000,000
+    assert "24 / 100,000" in big and "2,880 / 10,000,000" in big
+    assert "≤ 250 ms" in big and "$0.000006" in big
+    small = next(line for line in text.splitlines() if line.lstrip().startswith("small"))
+    cells = [cell.strip() for cell in small.split("│")]
+    assert cells[1:5] == ["0", "1", "1", "2"]  # done, failed, queued, spooled
+
+
+def test_watch_ends_with_the_batch_and_exit_0(redis_client, write_config) -> None:
+    batch_id = new_batch(redis_client, 4, {"big": 4})
+    clock = FakeClock()
+    out_console, out = console()
+    view = BatchWatch(scopes_by_model(load_config(write_config())), period_s=60, clock=clock)
+    sleep = stepping(clock, lambda: finish_lines(redis_client, batch_id, "big", 2))
+    code = run_watch(redis_client, out_console, view, batch_id=batch_id, interval_s=1,
+                     sleep=sleep)
+    assert code == EXIT_OK
+    assert clock.now_s == 2
+    text = out.getvalue()
+    assert "completed" in text and "done 4/4  failed 0" in text and "elapsed 7s" in text
+
+
+def test_watch_exits_1_when_lines_failed(redis_client) -> None:
+    batch_id = new_batch(redis_client, 2, {"big": 2})
+    clock = FakeClock()
+    out_console, _ = console()
+    sleep = stepping(clock, lambda: finish_lines(redis_client, batch_id, "big", 1,
+                                                 failed=True))
+    code = run_watch(redis_client, out_console, BatchWatch({}, period_s=60, clock=clock),
+                     batch_id=batch_id, interval_s=0.5, sleep=sleep)
+    assert code == EXIT_FAILED_LINES
+
+
+def test_ctrl_c_leaves_the_batch_running_and_exits_130(redis_client) -> None:
+    batch_id = new_batch(redis_client, 2, {"big": 2})
+    out_console, _ = console()
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    code = run_watch(redis_client, out_console, BatchWatch({}, period_s=60),
+                     batch_id=batch_id, interval_s=1, sleep=interrupted)
+    assert code == EXIT_INTERRUPTED
+    assert redis_client.hget(BatchKeys(batch_id).meta, "status") == "in_progress"
+
+
+def test_without_a_batch_every_active_one_is_watched_until_all_end(redis_client) -> None:
+    first = new_batch(redis_client, 2, {"big": 2})
+    second = new_batch(redis_client, 1, {"small": 1})
+    ended = new_batch(redis_client, 1, {"small": 1})
+    finish_lines(redis_client, ended, "small", 1)
+    clock = FakeClock()
+    out_console, out = console()
+    steps = iter([lambda: finish_lines(redis_client, first, "big", 2),
+                  lambda: finish_lines(redis_client, second, "small", 1)])
+    code = run_watch(redis_client, out_console, BatchWatch({}, period_s=60, clock=clock),
+                     batch_id=None, interval_s=1, sleep=stepping(clock, lambda: next(steps)()))
+    assert code == EXIT_OK
+    text = out.getvalue()
+    assert first in text and second in text and ended not in text
+
+
+def test_without_active_batches_it_says_so_and_exits_0(redis_client) -> None:
+    out_console, out = console()
+    code = run_watch(redis_client, out_console, BatchWatch({}, period_s=60), batch_id=None,
+                     interval_s=1, sleep=lambda _: pytest.fail("no batch to wait for"))
+    assert code == EXIT_OK and "no active batches" in out.getvalue()
+
+
+@pytest.mark.parametrize(("period_s", "label"), [(60, "min"), (6, "6s"), (0.5, "0.5s")])
+def test_rates_are_labelled_with_the_limits_period(period_s: float, label: str) -> None:
+    assert period_label(period_s) == label
