@@ -64,7 +64,7 @@ class OutcomeStore:
                ledger_entry: dict[str, Any] | None = None,
                only_unstarted: bool = False, settled_call: str = "", model: str = "",
                call_counts: dict[str, int] | None = None,
-               along: Callable[[redis.client.Pipeline], None] | None = None) -> Written:
+               along: Callable[[lua_scripts.ScriptPipeline], None] | None = None) -> Written:
         """Store `record` unless the line already has one; log `ledger_entry` either way.
 
         Args:
@@ -84,18 +84,16 @@ class OutcomeStore:
         counter = "failed" if error else "completed"
         entry = json.dumps(ledger_entry, separators=(",", ":")) if ledger_entry else ""
         counts = json.dumps(call_counts, separators=(",", ":")) if call_counts else ""
-        pipe = self._client.pipeline(transaction=False) if along else None
-        if along is not None and pipe is not None:
-            along(pipe)
-        wrote = self._record_outcome(
-            client=pipe,
-            keys=[keys.outcomes, keys.done, keys.meta, keys.ledger, keys.seq, keys.attempts,
-                  keys.lease(custom_id), keys.inflight, keys.stats, FLEET_STATS, keys.bodies,
-                  *keys.all()],
-            args=[custom_id, json.dumps(record, separators=(",", ":")), counter, entry,
-                  self._retention_s, "1" if only_unstarted else "", settled_call, model,
-                  counts, error["code"] if error else ""],
-        )
-        if pipe is not None:
-            wrote = pipe.execute()[-1]
-        return Written(int(wrote))
+        script_keys = [
+            keys.outcomes, keys.done, keys.meta, keys.ledger, keys.seq, keys.attempts,
+            keys.lease(custom_id), keys.inflight, keys.stats, FLEET_STATS, keys.bodies,
+            *keys.all()]
+        args = [custom_id, json.dumps(record, separators=(",", ":")), counter, entry,
+                self._retention_s, "1" if only_unstarted else "", settled_call, model, counts,
+                error["code"] if error else ""]
+        if along is None:
+            return Written(int(self._record_outcome(keys=script_keys, args=args)))
+        pipe = lua_scripts.ScriptPipeline(self._client)
+        along(pipe)
+        pipe.call(self._record_outcome, script_keys, args)
+        return Written(int(pipe.execute()[-1]))

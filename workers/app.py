@@ -47,11 +47,25 @@ def _log_format() -> str:
         return "text"  # the settings themselves are what is wrong
 
 
+# Celery's loggers of the two INFO lines it writes for every job.
+PER_JOB_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _use_log_format(logger: logging.Logger, **_: object) -> None:
     if _log_format() == "json":
         use_json(logger)
+    if not _log_each_job():
+        for name in PER_JOB_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _log_each_job() -> bool:
+    try:
+        return get_settings().log_each_job
+    except ConfigError:
+        return False
 
 
 # run_job tags corral's own lines with its line; these tag Celery's lines about the same job

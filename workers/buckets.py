@@ -12,6 +12,7 @@ import redis
 
 from corral import lua_scripts
 from corral.config import RateScope
+from corral.lua_scripts import ScriptPipeline
 from corral.redis_keys import bucket_key
 
 
@@ -42,7 +43,7 @@ class BucketStore(Protocol):
     def settle(self, scope: RateScope, *, refund_tokens: int | None = None,
                cooldown_ms: int | None = None, remaining_requests: int | None = None,
                remaining_tokens: int | None = None, admission: Admission | None = None,
-               now_ms: int | None = None, pipe: redis.client.Pipeline | None = None) -> None:
+               now_ms: int | None = None, pipe: ScriptPipeline | None = None) -> None:
         ...
 
 
@@ -58,10 +59,13 @@ class RedisBucketStore:
         self._period_ms = int(period_s * 1000)
 
     def _call(self, op: str, scope: RateScope, now_ms: int | None, *extra: str | int,
-              pipe: redis.client.Pipeline | None = None) -> list:
-        return self._script(keys=[bucket_key(scope.name)],  # type: ignore[no-any-return]
-                            args=[op, scope.rpm, scope.tpm, self._period_ms, _arg(now_ms),
-                                  *extra], client=pipe)
+              pipe: ScriptPipeline | None = None) -> list:
+        keys = [bucket_key(scope.name)]
+        args = [op, scope.rpm, scope.tpm, self._period_ms, _arg(now_ms), *extra]
+        if pipe is not None:
+            pipe.call(self._script, keys, args)
+            return []
+        return self._script(keys=keys, args=args)  # type: ignore[no-any-return]
 
     def acquire(self, scope: RateScope, tokens: int, now_ms: int | None = None) -> Decision:
         """Take one request and `tokens` tokens, both or neither."""
@@ -75,7 +79,7 @@ class RedisBucketStore:
     def settle(self, scope: RateScope, *, refund_tokens: int | None = None,
                cooldown_ms: int | None = None, remaining_requests: int | None = None,
                remaining_tokens: int | None = None, admission: Admission | None = None,
-               now_ms: int | None = None, pipe: redis.client.Pipeline | None = None) -> None:
+               now_ms: int | None = None, pipe: ScriptPipeline | None = None) -> None:
         """Refund tokens, start a cooldown, or sync to what the provider reported after the
         call admitted as `admission` (queued on `pipe` when given, sent with its other
         commands)."""

@@ -11,10 +11,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-import redis
-
 from corral.config import RateScope
 from corral.errors import InvalidRequestError
+from corral.lua_scripts import ScriptPipeline
 from workers.buckets import Admission, BucketStore
 from workers.rate_limit_headers import Remaining, parse_remaining
 
@@ -103,7 +102,7 @@ class RateLimiter:
     def settle(self, scope: RateScope, tokens: int, admission: Admission | None, *,
                headers: Mapping[str, str], rate_limited: bool = False,
                retry_after_s: float | None = None,
-               pipe: redis.client.Pipeline | None = None) -> None:
+               pipe: ScriptPipeline | None = None) -> None:
         """A call taken by `acquire` has ended: settle what it taught, if anything.
 
         A 429 charged no tokens and shuts the scope for every worker (Retry-After, else a

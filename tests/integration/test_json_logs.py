@@ -15,7 +15,7 @@ from tests.integration.helpers import request, write_jsonl
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 CANARY = "CANARY-prompt-5f1e0c7a9b"
-JSON_LOGS = {"CORRAL_LOG_FORMAT": "json"}
+JSON_LOGS = {"CORRAL_LOG_FORMAT": "json", "CORRAL_LOG_EACH_JOB": "true"}
 
 
 def test_worker_logs_are_json_lines_with_the_job_and_never_the_prompt(

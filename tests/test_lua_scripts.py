@@ -1,0 +1,22 @@
+"""ScriptPipeline: script calls share one round trip and survive a server that lost them."""
+
+from __future__ import annotations
+
+from corral.lua_scripts import ScriptPipeline
+
+
+def test_calls_run_in_order_and_reload_after_a_script_flush(redis_client) -> None:
+    incr = redis_client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    echo = redis_client.register_script("return ARGV[1]")
+    assert incr(keys=["n"], args=[1]) == 1  # loaded once, as workers do
+    redis_client.script_flush()  # a Redis restart forgets every script
+
+    pipe = ScriptPipeline(redis_client)
+    pipe.call(incr, ["n"], [5])
+    pipe.call(echo, [], ["done"])
+    assert pipe.execute() == [6, "done"]
+    assert redis_client.get("n") == "6"  # each call ran exactly once
+
+    pipe = ScriptPipeline(redis_client)
+    pipe.call(incr, ["n"], [1])
+    assert pipe.execute() == [7]
