@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Celery's two INFO lines per job (received, succeeded): off by default, since writing
     # them costs a worker about a tenth of its throughput.
     log_each_job: bool = False
+    # Task events (received, started, succeeded) for Flower and `celery events`.
+    task_events: bool = True
 
     request_deadline_s: float = 300.0
     max_retry_delay_s: float = 60.0

@@ -62,7 +62,7 @@ def worker_command(*, queues: list[str], concurrency: int, name: str) -> list[st
     """The command line of one corral worker process (a threads pool: see README)."""
     return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "threads",
             "--concurrency", str(concurrency), "--queues", ",".join(queues), "--loglevel",
-            "INFO", "--task-events", "--without-gossip", "--without-mingle",
+            "INFO", "--without-gossip", "--without-mingle",
             "--hostname", f"{name}@%h"]
 
 
