@@ -1,0 +1,103 @@
+"""A bare Celery app for comparison: one task makes corral's provider POST and stores nothing.
+
+Started as ``python -m celery -A bench.bare_task worker --pool threads|gevent …`` with the
+simulator's base URL and key in the environment (``BENCH_BARE_*`` below). How a process gets
+its httpx clients follows the pool, each in the set-up DESIGN §4 measured as its best:
+
+- ``shared``: one ``httpx.Client`` per process, shared by every thread of a threads pool;
+- ``free-list``: under gevent, one client checked out per running task and put back after
+  (a shared client contends under gevent; a new client per task is far slower).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from celery import Celery
+from celery.signals import worker_ready
+
+TASK_NAME = "bench.bare_call"
+QUEUE = "bench.bare"
+BROKER_ENV = "BENCH_BARE_BROKER_URL"
+BASE_URL_ENV = "BENCH_BARE_BASE_URL"  # the simulator's /v1 base URL
+KEY_ENV = "BENCH_BARE_API_KEY"
+CLIENTS_ENV = "BENCH_BARE_CLIENTS"  # "shared" or "free-list"
+CLIENT_SETUPS = ("shared", "free-list")
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/9"
+READY_LINE = "bare worker ready"
+
+app = Celery("bench_bare", broker=os.environ.get(BROKER_ENV, DEFAULT_BROKER_URL))
+app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True,
+                result_backend=None, task_default_queue=QUEUE, worker_send_task_events=False,
+                worker_enable_remote_control=False, broker_connection_retry_on_startup=True)
+
+
+@worker_ready.connect
+def _say_ready(**_: object) -> None:
+    # Celery's own "ready" line is an INFO log, which this worker does not print.
+    print(f"{READY_LINE} pid {os.getpid()}", file=sys.stderr, flush=True)
+
+
+class Clients:
+    """This process's httpx clients, in the set-up ``CLIENTS_ENV`` names; built lazily."""
+
+    def __init__(self, setup: str) -> None:
+        if setup not in CLIENT_SETUPS:
+            raise ValueError(f"{CLIENTS_ENV} must be one of {CLIENT_SETUPS}, not {setup!r}")
+        self._setup = setup
+        self._shared: httpx.Client | None = None
+        self._free: list[httpx.Client] = []
+
+    @staticmethod
+    def _new() -> httpx.Client:
+        return httpx.Client(
+            base_url=os.environ[BASE_URL_ENV],
+            headers={"Authorization": f"Bearer {os.environ.get(KEY_ENV, '')}"},
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            timeout=httpx.Timeout(120.0, connect=10.0))
+
+    @contextmanager
+    def client(self) -> Iterator[httpx.Client]:
+        """A client for one call: the shared one, or one taken off the free list."""
+        if self._setup == "shared":
+            if self._shared is None:
+                self._shared = self._new()  # a race here costs one spare client, no harm
+            yield self._shared
+            return
+        # list.pop/append never yield to another greenlet: no lock is needed under gevent.
+        taken = self._free.pop() if self._free else self._new()
+        try:
+            yield taken
+        finally:
+            self._free.append(taken)
+
+
+_clients = Clients(os.environ.get(CLIENTS_ENV, "shared"))
+
+
+@app.task(name=TASK_NAME)
+def bare_call(body: dict[str, Any]) -> None:
+    """POST ``body`` to the chat completions endpoint; fail on a non-2xx; keep nothing."""
+    with _clients.client() as client:
+        client.post("/chat/completions", json=body).raise_for_status()
+
+
+def enqueue(bodies: list[dict[str, Any]]) -> int:
+    """Send one task per body over one producer connection; returns the count."""
+    with app.producer_or_acquire() as producer:
+        for body in bodies:
+            app.send_task(TASK_NAME, args=(body,), queue=QUEUE, producer=producer)
+    return len(bodies)
+
+
+def worker_command(*, pool: str, concurrency: int, name: str) -> list[str]:
+    """The command line of one bare worker process (it logs warnings only: no line per task)."""
+    return [sys.executable, "-m", "celery", "-A", "bench.bare_task", "worker", "--pool", pool,
+            "--concurrency", str(concurrency), "--queues", QUEUE, "--loglevel", "WARNING",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--hostname", f"{name}@%h"]
