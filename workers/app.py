@@ -18,9 +18,11 @@ from corral.celery_app import RUN_JOB_TASK, create_app
 from corral.errors import ConfigError, CorralError
 from corral.logs import bind_job, format_line, unbind_job, use_json
 from corral.settings import get_settings
+from workers import kombu_client_reuse
 
 app = create_app("corral")
 app.conf.include = ["workers.tasks"]
+kombu_client_reuse.install()
 
 
 @worker_init.connect
