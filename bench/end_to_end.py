@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--reference-in-flight", type=int, default=2,
         help="the reference client's concurrent requests (at 0 ms httpx's async client was "
              "fastest with 2 here; 16 or more in flight was markedly slower)")
+    add("--corral-pool", choices=("threads", "gevent"), default="threads",
+        help="pool of corral's workers (gevent takes httpx clients from a free list)")
     add("--corral-limiter", choices=("shared", "off"), default="shared",
         help="CORRAL_RATE_LIMITER of corral's workers (shared: one Lua call per line)")
     add("--corral-env", type=_setting, action="append", default=[], metavar="CORRAL_X=VALUE",
@@ -202,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"end_to_end: {args.lines} lines x {args.runs} runs; logs in {work_dir}",
           file=sys.stderr)
     with OverheadStack(work_dir, concurrency=args.concurrency, rate_limiter=args.corral_limiter,
-                       extra_env=dict(args.corral_env)) as stack:
+                       extra_env=dict(args.corral_env), corral_pool=args.corral_pool) as stack:
         for run in range(args.runs):
             for row in rows:
                 name = f"{row.contender}-{row.processes}-run{run + 1}"
@@ -241,7 +243,8 @@ def table_title(args: argparse.Namespace) -> str:
     """What the table shows, above it."""
     settings = "".join(f", {name}={value}" for name, value in args.corral_env)
     return (f"{args.lines} lines, simulator at 0 ms, limits far above the load, corral limiter "
-            f"{args.corral_limiter}{settings}; medians of {args.runs} run(s), lines/s:")
+            f"{args.corral_limiter}, corral pool {args.corral_pool}{settings}; medians of "
+            f"{args.runs} run(s), lines/s:")
 
 
 if __name__ == "__main__":

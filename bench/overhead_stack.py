@@ -47,9 +47,10 @@ class OverheadStack(ExitStack):
     """
 
     def __init__(self, work_dir: Path, *, concurrency: int, rate_limiter: str,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, corral_pool: str = "threads") -> None:
         super().__init__()
         self.work_dir = work_dir
+        self.corral_pool = corral_pool
         self.scenario = Scenario(
             redis_url=REDIS_URL, rpm=SIM_RPM, tpm=SIM_TPM, period_s=60.0, max_tokens=MAX_TOKENS,
             concurrency=concurrency, latency_ms=0.0, jitter_ms=0.0, run_timeout_s=0.0)
@@ -87,11 +88,12 @@ class OverheadStack(ExitStack):
         return dict(self.http.get("/_sim/stats").json())
 
     def start_corral_workers(self, processes: int, run_dir: Path) -> list[ChildProcess]:
-        """``processes`` corral workers (threads pool) on the benchmark model, each consuming."""
+        """``processes`` corral workers (``corral_pool``) on the benchmark model, consuming."""
         run_dir.mkdir(parents=True, exist_ok=True)
         workers = [ChildProcess(f"corral-worker-{index}", worker_command(
             queues=[f"corral.{MODEL}"], concurrency=self.scenario.concurrency,
-            name=f"overhead-{os.getpid()}-{index}"), self.corral_env, run_dir)
+            name=f"overhead-{os.getpid()}-{index}", pool=self.corral_pool), self.corral_env,
+            run_dir)
             for index in range(processes)]
         return self._ready(workers, WORKER_READY)
 

@@ -267,9 +267,12 @@ def delete(session: Session, batch_id: str) -> None:
 @click.option("--models", default=None, help="Comma-separated models whose queues to consume "
               "(default: all configured).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Task slots (threads) in this process.")
+              help="Task slots (threads or greenlets) in this process.")
+@click.option("--pool", type=click.Choice(["threads", "gevent"]), default="threads",
+              show_default=True, help="gevent needs the gevent package (pip install "
+              "'corral[gevent]'); it is the faster pool when calls are short.")
 @click.pass_obj
-def worker(session: Session, models: str | None, concurrency: int) -> None:
+def worker(session: Session, models: str | None, concurrency: int, pool: str) -> None:
     """Run one worker process on the models' queues (logs `ready` once it consumes)."""
     from producer.local_stack import worker_command
 
@@ -280,7 +283,8 @@ def worker(session: Session, models: str | None, concurrency: int) -> None:
         raise ConfigError(f"unknown model(s) for --models: {', '.join(unknown)}")
     queues = sorted({config.resolve(name).queue for name in names})  # type: ignore[union-attr]
     os.environ["CORRAL_CONFIG"] = str(Path(config.source).resolve())
-    command = worker_command(queues=queues, concurrency=concurrency, name=f"corral-{os.getpid()}")
+    command = worker_command(queues=queues, concurrency=concurrency,
+                             name=f"corral-{os.getpid()}", pool=pool)
     os.execv(command[0], command)
 
 

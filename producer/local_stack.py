@@ -58,9 +58,10 @@ class ChildProcess:
         self._log.close()
 
 
-def worker_command(*, queues: list[str], concurrency: int, name: str) -> list[str]:
-    """The command line of one corral worker process (a threads pool: see README)."""
-    return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", "threads",
+def worker_command(*, queues: list[str], concurrency: int, name: str,
+                   pool: str = "threads") -> list[str]:
+    """The command line of one corral worker process (threads by default: see README)."""
+    return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", pool,
             "--concurrency", str(concurrency), "--queues", ",".join(queues), "--loglevel",
             "INFO", "--without-gossip", "--without-mingle",
             "--hostname", f"{name}@%h"]

@@ -19,7 +19,7 @@ from corral.errors import (
     RequestTimeoutError,
     ServerError,
 )
-from workers.provider_client import ProviderClient, classify_failure
+from workers.provider_client import HttpClients, ProviderClient, classify_failure
 
 PROVIDER = ProviderConfig(name="p", base_url="http://provider.test/v1", api_key_env="P_KEY",
                           headers={"OpenAI-Organization": "org-1"})
@@ -56,7 +56,8 @@ def test_classify_failure_reads_status_and_code(status, body, headers, kind,
 
 
 def make_client(handler, *, deadline_s: float = 5.0, clock=None) -> ProviderClient:
-    http = httpx.Client(transport=httpx.MockTransport(handler))
+    http = HttpClients(lambda: httpx.Client(transport=httpx.MockTransport(handler)),
+                       shared=True)
     kwargs = {"clock": clock} if clock else {}
     return ProviderClient(http, deadline_s=deadline_s, connect_timeout_s=1.0, **kwargs)
 
@@ -134,3 +135,25 @@ def test_total_deadline_stops_a_body_that_trickles(monkeypatch) -> None:
                          clock=lambda: next(ticks))
     with pytest.raises(RequestTimeoutError, match="5 s deadline"):
         client.complete(PROVIDER, {})
+
+
+def test_a_free_list_gives_each_running_call_its_own_client_and_reuses_them() -> None:
+    made: list[httpx.Client] = []
+
+    def make() -> httpx.Client:
+        made.append(httpx.Client())
+        return made[-1]
+
+    clients = HttpClients(make, shared=False)
+    with clients.checkout() as first, clients.checkout() as second:
+        assert first is not second
+    with clients.checkout() as again:
+        assert again in (first, second)
+    assert len(made) == 2
+    for client in made:
+        client.close()
+
+    shared = HttpClients(make, shared=True)
+    with shared.checkout() as one, shared.checkout() as two:
+        assert one is two is made[-1]
+    made[-1].close()

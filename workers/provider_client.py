@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,32 @@ def classify_failure(status_code: int, body: Any, headers: Mapping[str, str]) ->
     return InvalidRequestError(message, **facts)
 
 
+class HttpClients:
+    """httpx clients for a worker's slots: one shared, or a free list of one per running call.
+
+    A threads pool shares one client (its connection pool is thread-safe). Under gevent a
+    shared client's pool contends and collapses (DESIGN §4), so each running call checks a
+    client out of a free list and returns it, and clients are made only as slots need them.
+    """
+
+    def __init__(self, make: Callable[[], httpx.Client], *, shared: bool) -> None:
+        self._make = make
+        self._shared = make() if shared else None
+        self._free: list[httpx.Client] = []
+
+    @contextlib.contextmanager
+    def checkout(self) -> Iterator[httpx.Client]:
+        """A client for one call."""
+        if self._shared is not None:
+            yield self._shared
+            return
+        client = self._free.pop() if self._free else self._make()
+        try:
+            yield client
+        finally:
+            self._free.append(client)
+
+
 class ProviderClient:
     """Sends one chat completion with a total deadline; raises corral's ProviderError tree.
 
@@ -67,7 +94,7 @@ class ProviderClient:
     the body is read in chunks against one wall-clock deadline for the whole call.
     """
 
-    def __init__(self, http: httpx.Client, *, deadline_s: float, connect_timeout_s: float,
+    def __init__(self, http: HttpClients, *, deadline_s: float, connect_timeout_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._http = http
         self._deadline_s = deadline_s
@@ -89,8 +116,9 @@ class ProviderClient:
         timeout = httpx.Timeout(self._deadline_s, connect=self._connect_timeout_s)
         payload = json.dumps(body, separators=(",", ":")).encode()
         try:
-            with self._http.stream("POST", f"{provider.base_url}/chat/completions",
-                                   content=payload, headers=headers, timeout=timeout) as response:
+            with self._http.checkout() as http, http.stream(
+                    "POST", f"{provider.base_url}/chat/completions", content=payload,
+                    headers=headers, timeout=timeout) as response:
                 raw = self._read_before(response, deadline)
         except httpx.TimeoutException as err:
             raise RequestTimeoutError(f"no answer within the deadline ({type(err).__name__})") \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -17,7 +18,7 @@ from corral.settings import get_settings
 from workers.buckets import BucketStore, LocalBucketStore, RedisBucketStore, UnlimitedBucketStore
 from workers.circuit import CircuitBreaker
 from workers.job import JobRunner
-from workers.provider_client import ProviderClient
+from workers.provider_client import HttpClients, ProviderClient
 from workers.rate_limiter import RateLimiter
 from workers.reconciler import Reconciler
 
@@ -58,13 +59,20 @@ def _config() -> CorralConfig:
         find_config_path(get_settings().config))))
 
 
+def _gevent_patched() -> bool:
+    """Whether this process runs a gevent pool (Celery monkey-patches before anything else)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey and monkey.is_module_patched("socket"))
+
+
 def _build_runner() -> JobRunner:
     settings = get_settings()
     config = _config()
     client = connect(settings.redis_url)
-    # One client per process: its connection pool is thread-safe and keeps connections alive
-    # across the slots of a threads pool (DESIGN §4 measured this as the fast set-up).
-    http = httpx.Client(limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
+    # Threads share one client (its pool is thread-safe and keeps connections alive across
+    # slots); gevent takes one per running call from a free list (DESIGN §4 measured both).
+    http = HttpClients(lambda: httpx.Client(limits=httpx.Limits(
+        max_connections=None, max_keepalive_connections=256)), shared=not _gevent_patched())
     provider_client = ProviderClient(http, deadline_s=settings.request_deadline_s,
                                      connect_timeout_s=settings.connect_timeout_s)
     store: BucketStore

@@ -71,10 +71,11 @@ def start_workers(tmp_path: Path, corral_env) -> Iterator[Callable[..., list[Chi
     children: list[ChildProcess] = []
 
     def start(config: Path, queues: list[str], *, processes: int = 1, concurrency: int = 8,
-              env: dict[str, str] | None = None) -> list[ChildProcess]:
+              env: dict[str, str] | None = None, pool: str = "threads") -> list[ChildProcess]:
         worker_env = {**corral_env, "CORRAL_CONFIG": str(config), **(env or {})}
         started = [ChildProcess(f"worker-{len(children) + i}", worker_command(
-            queues=queues, concurrency=concurrency, name=f"test-{len(children) + i}"),
+            queues=queues, concurrency=concurrency, name=f"test-{len(children) + i}",
+            pool=pool),
             worker_env, tmp_path) for i in range(processes)]
         children.extend(started)
         for child in started:

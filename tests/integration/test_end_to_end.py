@@ -36,9 +36,10 @@ def mixed_lines(count: int) -> list[dict]:
     return lines
 
 
+@pytest.mark.parametrize("pool", ["threads", "gevent"])
 def test_every_line_ends_once_with_parseable_results_and_exact_cost(
         tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
-        corral) -> None:
+        corral, pool: str) -> None:
     sim = start_simulator("--latency-ms", "5")
     config = write_config(f"{sim.base_url}/v1")
     batch_file = write_jsonl(tmp_path / "batch.jsonl", mixed_lines(240))
@@ -48,10 +49,13 @@ def test_every_line_ends_once_with_parseable_results_and_exact_cost(
     batch_id = submitted.stdout.strip().splitlines()[-1]
     assert submitted.stdout.strip() == batch_id  # stdout holds the batch id alone
 
-    start_workers(config, ["corral.big", "corral.small"], processes=2, concurrency=8)
+    workers = start_workers(config, ["corral.big", "corral.small"], processes=2,
+                            concurrency=8, pool=pool)
     batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
     assert batch["status"] == "completed"
     assert batch["request_counts"] == {"total": 240, "completed": 240, "failed": 0}
+    banner_pool = {"threads": "(thread)", "gevent": "(gevent)"}[pool]
+    assert all(f"concurrency: 8 {banner_pool}" in w.log_path.read_text() for w in workers)
     assert sorted(batch["models"]) == ["big", "small"]
 
     out = tmp_path / "out.jsonl"
