@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -55,6 +56,14 @@ def test_a_small_batch_is_not_stuck_behind_a_large_one_and_redis_holds_only_a_sh
     big_done_when_small_ended = big_done()
     # FIFO over whole batches would have run all 1,500 big lines first.
     assert big_done_when_small_ended < big_total // 2
+
+    # Results can be exported while the batch runs: what has finished so far.
+    partial = tmp_path / "partial.jsonl"
+    exported = corral("results", big_id, "-o", str(partial), config=config)
+    assert exported.returncode == 0, exported.stderr
+    written = partial.read_text().splitlines()
+    assert big_done_when_small_ended <= len(written) <= big_done() < big_total
+    assert all(json.loads(line)["response"]["status_code"] == 200 for line in written)
 
     batch = wait_for_batch(redis_client, big_id, show_progress=False, timeout_s=120)
     assert batch["request_counts"]["completed"] == big_total
