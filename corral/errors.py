@@ -49,9 +49,12 @@ class ProviderError(CorralError):
         status_code: the HTTP status, or None when no response arrived.
         body: the provider's decoded error body, if any (never contains our key).
         request_id: the provider's x-request-id, if any.
+        maybe_served: no answer arrived, but the request may have reached the provider, which
+            may have served and billed it; the call stays unsettled (counted at worst case).
     """
 
     code = "server_error_exhausted"
+    maybe_served = False
 
     def __init__(
         self,
@@ -84,8 +87,15 @@ class ServerError(RetryableError):
     code = "server_error_exhausted"
 
 
+class ConnectionLostError(ServerError):
+    """The connection broke after the request was sent (read error, protocol error)."""
+
+    maybe_served = True
+
+
 class RequestTimeoutError(RetryableError):
     code = "timeout_exhausted"
+    maybe_served = True
 
 
 class PermanentError(ProviderError):

@@ -11,6 +11,7 @@ import pytest
 from corral.config import ProviderConfig
 from corral.errors import (
     AuthenticationError,
+    ConnectionLostError,
     ContextLengthExceededError,
     InsufficientQuotaError,
     InvalidRequestError,
@@ -116,10 +117,19 @@ def test_connection_failure_and_timeout_are_retryable(monkeypatch) -> None:
     def stall(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("slow", request=request)
 
-    with pytest.raises(ServerError):
+    def drop(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("connection reset", request=request)
+
+    with pytest.raises(ServerError) as refused:
         make_client(refuse).complete(PROVIDER, {})
-    with pytest.raises(RequestTimeoutError):
+    assert not refused.value.maybe_served  # nothing was sent: the call is settled as unbilled
+    with pytest.raises(RequestTimeoutError) as stalled:
         make_client(stall).complete(PROVIDER, {})
+    assert stalled.value.maybe_served
+    with pytest.raises(ConnectionLostError) as dropped:
+        make_client(drop).complete(PROVIDER, {})
+    assert dropped.value.maybe_served  # sent, then lost: the provider may have billed it
+    assert dropped.value.code == "server_error_exhausted"
 
 
 def test_total_deadline_stops_a_body_that_trickles(monkeypatch) -> None:

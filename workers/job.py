@@ -25,7 +25,6 @@ from corral.errors import (
     PermanentError,
     ProviderError,
     RateLimitedError,
-    RequestTimeoutError,
     RetryableError,
 )
 from corral.pricing import Usage, cost_and_list_cost, to_nano_usd
@@ -154,8 +153,9 @@ class JobRunner:
             self._fail_with(batch_id, custom_id, err, route, attempt, call, model, stats)
             return None
         except RetryableError as err:
-            # A timed-out call may still have been served and billed: it stays in flight.
-            settled = "" if isinstance(err, RequestTimeoutError) else call
+            # A call that timed out or lost its connection may still have been served and
+            # billed: it stays in flight, counted at its worst case.
+            settled = "" if err.maybe_served else call
             if attempt >= self._settings.max_attempts:
                 self._fail_with(batch_id, custom_id, err, route, attempt, settled, model, stats)
                 return None

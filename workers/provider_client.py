@@ -15,6 +15,7 @@ from corral.api_keys import read_api_key
 from corral.config import ProviderConfig
 from corral.errors import (
     AuthenticationError,
+    ConnectionLostError,
     ContextLengthExceededError,
     InsufficientQuotaError,
     InvalidRequestError,
@@ -123,9 +124,13 @@ class ProviderClient:
         except httpx.TimeoutException as err:
             raise RequestTimeoutError(f"no answer within the deadline ({type(err).__name__})") \
                 from err
-        except httpx.TransportError as err:
+        except (httpx.ConnectError, httpx.LocalProtocolError, httpx.UnsupportedProtocol) as err:
+            # Nothing reached the provider.
             raise ServerError(f"connection to {provider.name} failed: {type(err).__name__}") \
                 from err
+        except httpx.TransportError as err:
+            raise ConnectionLostError(f"connection to {provider.name} lost after the request "
+                                      f"was sent: {type(err).__name__}") from err
         return _completion(response.status_code, raw, response.headers)
 
     def _read_before(self, response: httpx.Response, deadline: float) -> bytes:

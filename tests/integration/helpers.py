@@ -37,3 +37,12 @@ def assert_complete(client, batch_id: str, total: int, served: int) -> dict:
     accounted = client.llen(keys.ledger) + client.hlen(keys.inflight)
     assert accounted >= served, (accounted, served)
     return batch
+
+
+def assert_each_line_called_once(client, batch_id: str, lines: int, served: int) -> None:
+    """The provider served each line once, apart from calls whose outcome corral could not
+    know (a timeout or a connection lost after sending), which it keeps as unsettled."""
+    from corral.redis_keys import BatchKeys
+
+    unsettled = client.hlen(BatchKeys(batch_id).inflight)
+    assert lines <= served <= lines + unsettled, (lines, served, unsettled)

@@ -71,9 +71,13 @@ def test_a_small_batch_is_not_stuck_behind_a_large_one_and_redis_holds_only_a_sh
     assert 0 < most_stored <= depth  # never more than the model's depth of bodies in Redis
     assert redis_client.hlen(big_keys.bodies) == 0
     served = sim.stats()["served"]
-    assert served == big_total + small_total
-    assert_complete(redis_client, big_id, big_total, served - small_total)
-    assert_complete(redis_client, small_id, small_total, small_total)
+    for batch_id, total in ((big_id, big_total), (small_id, small_total)):
+        assert_complete(redis_client, batch_id, total, total)
+    keys = (big_keys, BatchKeys(small_id))
+    billed = sum(redis_client.llen(k.ledger) for k in keys)
+    unsettled = sum(redis_client.hlen(k.inflight) for k in keys)
+    assert billed == big_total + small_total  # one billed call per line, none twice
+    assert big_total + small_total <= served <= billed + unsettled  # every call accounted
 
 
 def test_a_refused_file_leaves_no_spool_and_no_keys(tmp_path: Path, redis_client,
