@@ -149,8 +149,11 @@ def test_a_batch_runs_on_redis_with_a_password(
     if user:
         password = ACL_PASSWORD
         with redis.Redis(port=port, password=PASSWORD) as admin:
+            # redis-py prefixes channel patterns with "&"; resetchannels first, since Redis
+            # 6.2 (the embedded server) starts users with allchannels and refuses a pattern
+            # after it.
             admin.acl_setuser(user, enabled=True, passwords=[f"+{password}"], keys=["~*"],
-                              channels=["&*"], commands=["+@all"])
+                              reset_channels=True, channels=["*"], commands=["+@all"])
     env = {"CORRAL_REDIS_URL": f"redis://{user}:{password}@127.0.0.1:{port}/0"}
     batch_id, outputs = run_batch(tmp_path, env, write_config, start_simulator, start_workers,
                                   corral, count=20)
