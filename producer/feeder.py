@@ -24,6 +24,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+from corral import lua_scripts
 from corral.config import CorralConfig
 from corral.errors import CorralError
 from corral.jobs import send_jobs
@@ -72,6 +73,7 @@ class Feeder:
         self._wait = wait or self._stop.wait
         # Who holds the batch (host:pid:nonce), readable in Redis when debugging.
         self._token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._store_bodies = lua_scripts.register(client, "store_bodies")
 
     def stop(self) -> None:
         """Stop `run` after its current top-up."""
@@ -160,12 +162,15 @@ class Feeder:
         if not entries:
             return 0
         queue = self._config.models[cursor.model].queue
-        # Bodies before the jobs that point at them; the cursor after both.
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hset(self._keys.bodies, mapping=dict(entries))
-        pipe.hincrby(self._keys.stats, stat_field(cursor.model, "enqueued"), len(entries))
-        pipe.execute()
-        send_jobs(self._app, self._batch_id, [(custom_id, queue) for custom_id, _ in entries])
+        # Bodies before the jobs that point at them; the cursor after both. Lines of a chunk
+        # fed again (its feeder died before moving the cursor) that have ended are skipped.
+        stored = self._store_bodies(keys=[self._keys.bodies, self._keys.outcomes],
+                                    args=[part for entry in entries for part in entry])
+        if stored:
+            self._client.hincrby(self._keys.stats, stat_field(cursor.model, "enqueued"),
+                                 len(stored))
+            send_jobs(self._app, self._batch_id, [(str(custom_id), queue)
+                                                  for custom_id in stored])
         pipe = self._client.pipeline(transaction=False)
         pipe.hset(self._keys.meta, mapping={f"fed:{cursor.model}": cursor.fed + len(entries),
                                             f"fed_offset:{cursor.model}": offset})

@@ -20,3 +20,14 @@ def test_calls_run_in_order_and_reload_after_a_script_flush(redis_client) -> Non
     pipe = ScriptPipeline(redis_client)
     pipe.call(incr, ["n"], [1])
     assert pipe.execute() == [7]
+
+
+def test_a_chunk_fed_again_stores_and_sends_only_the_lines_that_have_not_ended(
+        redis_client) -> None:
+    from corral import lua_scripts
+
+    store_bodies = lua_scripts.register(redis_client, "store_bodies")
+    redis_client.hset("outcomes", "a", '{"custom_id": "a"}')  # ended before the re-feed
+    stored = store_bodies(keys=["bodies", "outcomes"], args=["a", "{1}", "b", "{2}", "c", "{3}"])
+    assert stored == ["b", "c"]
+    assert redis_client.hgetall("bodies") == {"b": "{2}", "c": "{3}"}
