@@ -20,6 +20,14 @@ OUTAGE_BACKOFF = ExponentialBackoff(cap=2.0, base=0.05)
 MASK = "***"
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def is_redis_url(url: str) -> bool:
+    """Whether `url` names a Redis server (a broker URL may also be RabbitMQ's amqp://)."""
+    return url.startswith(REDIS_SCHEMES)
+
+
 def connect(url: str, *, check: bool = True, settings: Settings | None = None) -> redis.Redis:
     """A client for `url` that decodes replies to str.
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from corral.pricing import Usage
 
@@ -46,9 +46,6 @@ class CallStats:
     retried: bool = False
     usage: Usage | None = None
     cost_nusd: int = 0
-    # Settles the call's rate-limit admission, on a pipeline when given (a completed call
-    # settles in the round trip that files its record).
-    settle: Callable[..., None] = field(default=lambda **_: None, repr=False)
 
     def increments(self) -> dict[str, int]:
         """Counter → amount (no model prefix); empty when no call was made."""

@@ -21,11 +21,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from corral.config import CorralConfig
-from corral.redis_client import connect
+from corral.redis_client import connect, is_redis_url
 from corral.redis_keys import BATCH_INDEX, FLEET_STATS, BatchKeys
 from corral.stats import LATENCY_BUCKETS_MS, by_model, latency_bucket
 from producer.batches import TERMINAL_STATUSES
-from producer.fleet import broker_is_redis, read_headroom, read_queue_depths
+from producer.fleet import read_headroom, read_queue_depths
 from producer.session import Session
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ def collector_for(session: Session) -> CorralCollector:
     broker = None
     if broker_url == settings.redis_url:
         broker = client
-    elif broker_is_redis(broker_url):
+    elif is_redis_url(broker_url):
         broker = scrape_client(broker_url)
     return CorralCollector(client, session.config, period_s=settings.rate_period_s,
                            broker=broker)

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,29 @@ class ModelCursor:
     offset: int
 
 
+@dataclass(frozen=True)
+class FeedState:
+    """A batch's status, spool directory and per-model cursors, as its meta holds them."""
+
+    status: str | None
+    spool: Path | None
+    cursors: list[ModelCursor]
+
+    @property
+    def unfed(self) -> int:
+        """Lines still in the spool."""
+        return sum(c.lines - c.fed for c in self.cursors)
+
+
+def feed_state(meta: Mapping[str, str]) -> FeedState:
+    """Read the feeder's fields of a batch's meta (`lines:<m>`, `fed:<m>`, `fed_offset:<m>`)."""
+    models = [name.removeprefix("lines:") for name in meta if name.startswith("lines:")]
+    cursors = [ModelCursor(model, int(meta[f"lines:{model}"]), int(meta.get(f"fed:{model}", 0)),
+                           int(meta.get(f"fed_offset:{model}", 0))) for model in models]
+    return FeedState(meta.get("status"), Path(meta["spool"]) if meta.get("spool") else None,
+                     cursors)
+
+
 class Feeder:
     """Feeds one batch; `feed_once` is one top-up, `run` loops until every line is fed."""
 
@@ -79,25 +102,19 @@ class Feeder:
         """Stop `run` after its current top-up."""
         self._stop.set()
 
-    def cursors(self) -> tuple[str | None, Path | None, list[ModelCursor]]:
-        """The batch's status, spool directory and per-model cursors."""
-        meta: dict[str, str] = self._client.hgetall(self._keys.meta)  # type: ignore[assignment]
-        cursors = [ModelCursor(name[len("lines:"):], int(value),
-                               int(meta.get(f"fed:{name[len('lines:'):]}", 0)),
-                               int(meta.get(f"fed_offset:{name[len('lines:'):]}", 0)))
-                   for name, value in meta.items() if name.startswith("lines:")]
-        spool = Path(meta["spool"]) if meta.get("spool") else None
-        return meta.get("status"), spool, cursors
+    def state(self) -> FeedState:
+        """The batch's feed state now."""
+        return feed_state(self._client.hgetall(self._keys.meta))  # type: ignore[arg-type]
 
-    def feed_once(self) -> int:
+    def feed_once(self, state: FeedState | None = None) -> int:
         """Send what each model's fair share has room for; returns the lines sent."""
-        status, spool, cursors = self.cursors()
-        if status != "in_progress" or spool is None:
+        state = state or self.state()
+        if state.status != "in_progress" or state.spool is None:
             return 0
         live = by_model(self._client.hgetall(self._keys.stats))  # type: ignore[arg-type]
         now, _ = self._client.time()
         sent = 0
-        for cursor in cursors:
+        for cursor in state.cursors:
             if cursor.fed >= cursor.lines:
                 continue
             counts = live.get(cursor.model, {})
@@ -105,12 +122,8 @@ class Feeder:
             room = min(self._share(cursor.model, now) - in_system, cursor.lines - cursor.fed,
                        CHUNK_LINES)
             if room > 0:
-                sent += self._send(spool, cursor, room)
+                sent += self._send(state.spool, cursor, room)
         return sent
-
-    def unfed(self) -> int:
-        """Lines still in the spool."""
-        return sum(c.lines - c.fed for c in self.cursors()[2])
 
     def run(self) -> int:
         """Feed until every line is sent, the batch closes, or `stop()`; returns lines sent.
@@ -119,31 +132,29 @@ class Feeder:
             FeederBusyError: another feeder holds the batch.
             SpoolMissingError: lines remain but their spool is not here.
         """
-        status, spool, cursors = self.cursors()
-        if any(c.fed < c.lines for c in cursors) and (spool is None or not spool.exists()):
+        state = self.state()
+        if state.unfed and (state.spool is None or not state.spool.exists()):
             raise SpoolMissingError(
-                f"batch {self._batch_id}: {sum(c.lines - c.fed for c in cursors)} lines wait "
-                f"in the spool {spool}, which is not on this machine; run `corral feed` where "
-                "the batch was submitted")
+                f"batch {self._batch_id}: {state.unfed} lines wait in the spool {state.spool}, "
+                "which is not on this machine; run `corral feed` where the batch was submitted")
         self._take_lock()
         sent = 0
         try:
             while not self._stop.is_set() and self._still_mine():
-                status, spool, cursors = self.cursors()
-                if status != "in_progress" or all(c.fed >= c.lines for c in cursors):
+                state = self.state()
+                if state.status != "in_progress" or not state.unfed:
                     break
-                fed = self.feed_once()
+                fed = self.feed_once(state)
                 sent += fed
                 if not fed:
                     self._wait(IDLE_S)
         finally:
             self._release()
-        status, spool, cursors = self.cursors()
-        if spool is not None and (all(c.fed >= c.lines for c in cursors)
-                                  or status != "in_progress"):
+        state = self.state()
+        if state.spool is not None and (not state.unfed or state.status != "in_progress"):
             # Nothing left to feed from it: every line is out, or the batch is closing (lines
             # it never sent end as batch_cancelled or batch_expired from the input order).
-            shutil.rmtree(spool, ignore_errors=True)
+            shutil.rmtree(state.spool, ignore_errors=True)
         return sent
 
     def _share(self, model: str, now: int) -> int:

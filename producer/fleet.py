@@ -6,15 +6,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import redis
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as KombuRedisChannel
 
 from corral.config import RateScope
 from corral.redis_keys import bucket_key
-
-# kombu's Redis transport keeps messages of priority 1-9 in sibling lists named
-# `<queue>\x06\x16<step>` (kombu.transport.redis: PRIORITY_STEPS and Channel.sep).
-KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-REDIS_BROKER_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True)
@@ -70,20 +66,19 @@ def read_headroom(client: redis.Redis, scopes: Iterable[RateScope], *,
             for scope, state in zip(scopes, states, strict=True)]
 
 
-def broker_is_redis(broker_url: str) -> bool:
-    """Whether queue depth can be read as Redis list lengths (not for RabbitMQ)."""
-    return broker_url.startswith(REDIS_BROKER_SCHEMES)
-
-
 def read_queue_depths(broker: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
     """Messages waiting in each Celery queue (all priority lists summed); not those reserved
-    by a worker (prefetched or running), which kombu keeps in its `unacked` hash."""
+    by a worker (prefetched or running), which kombu keeps in its `unacked` hash.
+
+    kombu's Redis transport keeps messages of priority 1-9 in sibling lists named
+    `<queue><Channel.sep><step>`.
+    """
     queues = sorted(set(queues))
     pipe = broker.pipeline(transaction=False)
     for queue in queues:
-        for step in KOMBU_PRIORITY_STEPS:
-            pipe.llen(f"{queue}{KOMBU_PRIORITY_SEPARATOR}{step}" if step else queue)
+        for step in PRIORITY_STEPS:
+            pipe.llen(f"{queue}{KombuRedisChannel.sep}{step}" if step else queue)
     lengths = pipe.execute()
-    per_queue = len(KOMBU_PRIORITY_STEPS)
+    per_queue = len(PRIORITY_STEPS)
     return {queue: sum(lengths[i * per_queue:(i + 1) * per_queue])
             for i, queue in enumerate(queues)}

@@ -124,7 +124,7 @@ def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
 def feed_in_thread(session: Session, batch_id: str) -> Feeder:
     """Feed the rest of the batch from a thread of this process (stopped with the batch)."""
     feeder = session.feeder(batch_id)
-    if feeder.unfed():
+    if feeder.state().unfed:
         threading.Thread(target=feeder.run, name="corral-feeder", daemon=True).start()
     return feeder
 
@@ -132,7 +132,7 @@ def feed_in_thread(session: Session, batch_id: str) -> Feeder:
 def run_feeder(session: Session, batch_id: str) -> int:
     """Feed the batch from this process until every line is sent; returns the lines sent."""
     feeder = session.feeder(batch_id)
-    unfed = feeder.unfed()
+    unfed = feeder.state().unfed
     if not unfed:
         return 0
     click.echo(f"corral: batch {batch_id}: feeding {unfed} lines from the spool", err=True)
@@ -142,17 +142,16 @@ def run_feeder(session: Session, batch_id: str) -> int:
         click.echo(f"corral: batch {batch_id} is already being fed by another process",
                    err=True)
         return 0
-    click.echo(f"corral: batch {batch_id}: {sent} lines fed, {feeder.unfed()} left", err=True)
+    click.echo(f"corral: batch {batch_id}: {sent} lines fed, {feeder.state().unfed} left", err=True)
     return sent
 
 
 def spawn_feeder(session: Session, batch_id: str) -> int | None:
     """Start a detached `corral feed BATCH` process when lines remain; returns its pid."""
-    feeder = session.feeder(batch_id)
-    if not feeder.unfed():
+    state = session.feeder(batch_id).state()
+    spool = state.spool
+    if not state.unfed or spool is None:
         return None
-    spool = feeder.cursors()[1]
-    assert spool is not None
     env = {**os.environ, "CORRAL_REDIS_URL": session.settings.redis_url}
     if session.config.source:
         env["CORRAL_CONFIG"] = str(Path(session.config.source).resolve())

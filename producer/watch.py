@@ -24,6 +24,7 @@ from corral.redis_keys import BatchKeys
 from corral.stats import by_model
 from producer import lifecycle
 from producer.batches import batch_object, is_terminal, list_batches
+from producer.feeder import feed_state
 from producer.rates import Counters, RateTracker, format_duration_s, latency_quantile_ms
 from producer.session import Session
 from producer.views import stdout_console
@@ -68,10 +69,8 @@ def poll(client: redis.Redis, batch_ids: Iterable[str]) -> list[Polled]:
 
 
 def spooled_lines(meta: Mapping[str, str]) -> dict[str, int]:
-    """Per model, accepted lines still in the submit spool (`lines:<m>` − `fed:<m>`)."""
-    return {name.removeprefix("lines:"): int(total) - int(meta.get(
-        f"fed:{name.removeprefix('lines:')}", 0))
-        for name, total in meta.items() if name.startswith("lines:")}
+    """Per model, accepted lines still in the submit spool."""
+    return {c.model: c.lines - c.fed for c in feed_state(meta).cursors}
 
 
 def _usd(nusd: int) -> str:

@@ -5,14 +5,11 @@ from __future__ import annotations
 import pytest
 
 from corral.config import RateScope
+from corral.redis_client import is_redis_url
 from corral.redis_keys import bucket_key
-from producer.fleet import (
-    KOMBU_PRIORITY_SEPARATOR,
-    broker_is_redis,
-    headroom,
-    read_headroom,
-    read_queue_depths,
-)
+from producer.fleet import headroom, read_headroom, read_queue_depths
+
+KOMBU_PRIORITY_SEPARATOR = "\x06\x16"  # how kombu's Redis transport names priority lists
 
 SCOPE = RateScope(name="sim:sim-big", rpm=600, tpm=60000)
 PERIOD_MS = 60000
@@ -75,4 +72,4 @@ def test_queue_depth_sums_kombu_priority_lists(redis_client) -> None:
     ("redis://127.0.0.1:6379/0", True), ("rediss://h:6380/0", True),
     ("unix:///tmp/redis.sock", True), ("amqp://guest@rabbit//", False)])
 def test_only_redis_brokers_have_list_queues(url: str, expected: bool) -> None:
-    assert broker_is_redis(url) is expected
+    assert is_redis_url(url) is expected

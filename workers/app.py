@@ -37,16 +37,20 @@ def _fail_fast_on_bad_setup(**_: object) -> None:
         reconciler().start()
     except CorralError as err:
         # Celery has not set up logging yet: write the line in the chosen format ourselves.
-        print(format_line(__name__, logging.CRITICAL, f"corral worker: {err}", _log_format()),
+        print(format_line(__name__, logging.CRITICAL, f"corral worker: {err}",
+                          _log_settings()[0]),
               file=sys.stderr, flush=True)
         raise SystemExit(2 if isinstance(err, ConfigError) else 3) from err
 
 
-def _log_format() -> str:
+def _log_settings() -> tuple[str, bool]:
+    """CORRAL_LOG_FORMAT and CORRAL_LOG_EACH_JOB; the defaults when the settings themselves
+    are what is wrong (that error is reported at worker_init)."""
     try:
-        return get_settings().log_format
+        settings = get_settings()
     except ConfigError:
-        return "text"  # the settings themselves are what is wrong
+        return "text", False
+    return settings.log_format, settings.log_each_job
 
 
 # Celery's loggers of the two INFO lines it writes for every job.
@@ -56,18 +60,12 @@ PER_JOB_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _use_log_format(logger: logging.Logger, **_: object) -> None:
-    if _log_format() == "json":
+    log_format, log_each_job = _log_settings()
+    if log_format == "json":
         use_json(logger)
-    if not _log_each_job():
+    if not log_each_job:
         for name in PER_JOB_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _log_each_job() -> bool:
-    try:
-        return get_settings().log_each_job
-    except ConfigError:
-        return False
 
 
 # run_job tags corral's own lines with its line; these tag Celery's lines about the same job

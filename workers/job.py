@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from corral.errors import (
     RateLimitedError,
     RetryableError,
 )
+from corral.lua_scripts import ScriptPipeline
 from corral.pricing import Usage, cost_and_list_cost, to_nano_usd
 from corral.records import OutcomeStore, error_record, result_record
 from corral.redis_keys import FLEET_STATS, BatchKeys
@@ -42,6 +42,9 @@ from workers.rate_limiter import NoCallMadeError, RateLimiter, ShuttingDownError
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_S = 5.0
+
+# Settles a completed call's rate-limit admission on the pipeline that files its record.
+Settle = Callable[[ScriptPipeline], None]
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,8 @@ class JobRunner:
             return None
         stats = CallStats()
         try:
-            completion = self._call(batch_id, model, job["body"], budgeted=budgeted,
-                                    stats=stats)
+            completion, settle = self._call(batch_id, model, job["body"], budgeted=budgeted,
+                                            stats=stats)
         except BudgetExceededError as err:
             self._fail(batch_id, custom_id, "budget_exceeded", str(err), route,
                        settled_call=call, model=model.name)
@@ -170,7 +173,8 @@ class JobRunner:
                                       cap_s=self._settings.max_retry_delay_s,
                                       retry_after_s=err.retry_after_s, rng=self._rng)
             return RetryLater(delay_s, f"{type(err).__name__}: {err.message}")
-        self._succeed(batch_id, custom_id, model, completion, route, attempt, call, stats)
+        self._succeed(batch_id, custom_id, model, completion, route, attempt, call, stats,
+                      settle)
         return None
 
     def _fall_back(self, batch_id: str, custom_id: str, call: str, model: ModelConfig,
@@ -200,8 +204,10 @@ class JobRunner:
         return True
 
     def _call(self, batch_id: str, model: ModelConfig, body: dict[str, Any], *,
-              budgeted: bool, stats: CallStats) -> Completion:
-        """One provider call inside the spending caps and the scope's shared limits."""
+              budgeted: bool, stats: CallStats) -> tuple[Completion, Settle]:
+        """One provider call inside the spending caps and the scope's shared limits; returns
+        the completion and what settles its rate-limit admission (see `_call_within_limits`).
+        """
         # The request's ceiling, once: it is both the rate-limit reservation and the budget's
         # worst case.
         ceiling = Usage(estimate_prompt_tokens(body), 0,
@@ -209,22 +215,22 @@ class JobRunner:
         reserved_nusd = None
         if budgeted or model.max_cost is not None:
             reserved_nusd = self._budget.reserve(batch_id, model, ceiling)
-        spent_usd = Decimal(0)
+        completion: Completion | None = None
         try:
-            completion = self._call_within_limits(
+            completion, settle = self._call_within_limits(
                 model, body, ceiling.prompt_tokens + ceiling.completion_tokens, stats)
-            spent_usd = cost_and_list_cost(Usage.from_response(completion.body.get("usage")),
-                                           model)[0]
-            return completion
+            return completion, settle
         finally:
             if reserved_nusd is not None:
+                spent_usd = Decimal(0) if completion is None else cost_and_list_cost(
+                    Usage.from_response(completion.body.get("usage")), model)[0]
                 self._budget.settle(batch_id, model, reserved_nusd, spent_usd)
 
     def _call_within_limits(self, model: ModelConfig, body: dict[str, Any],
-                            tokens: int, stats: CallStats) -> Completion:
+                            tokens: int, stats: CallStats) -> tuple[Completion, Settle]:
         """One provider call reserving `tokens` in the scope's shared limits.
 
-        A failed call is settled here; a completed one in `stats.settle`, which its record
+        A failed call is settled here; a completed one returns its settle, which its record
         sends in the same round trip.
         """
         scope = self._config.scope_of(model)
@@ -242,9 +248,12 @@ class JobRunner:
             self._limiter.settle(scope, tokens, admission, headers={})
             raise
         stats.latency_s = time.monotonic() - started
-        stats.settle = functools.partial(self._limiter.settle, scope, tokens, admission,
-                                         headers=completion.headers)
-        return completion
+
+        def settle(pipe: ScriptPipeline) -> None:
+            self._limiter.settle(scope, tokens, admission, headers=completion.headers,
+                                 pipe=pipe)
+
+        return completion, settle
 
     def _undo_attempt(self, keys: BatchKeys, custom_id: str, attempt: int) -> None:
         pipe = self._client.pipeline(transaction=False)
@@ -264,7 +273,7 @@ class JobRunner:
 
     def _succeed(self, batch_id: str, custom_id: str, model: ModelConfig,
                  completion: Completion, route: dict[str, Any] | None, attempt: int,
-                 call: str, stats: CallStats) -> None:
+                 call: str, stats: CallStats, settle: Settle) -> None:
         usage = Usage.from_response(completion.body.get("usage"))
         cost_usd, list_cost_usd = cost_and_list_cost(usage, model)
         stats.usage, stats.cost_nusd = usage, to_nano_usd(cost_usd)
@@ -278,7 +287,7 @@ class JobRunner:
                                body=completion.body, route=route)
         if not self._outcomes.record(batch_id, record, ledger_entry=entry, settled_call=call,
                                      model=model.name, call_counts=stats.increments(),
-                                     along=lambda pipe: stats.settle(pipe=pipe)):
+                                     along=settle):
             log.info("duplicate result for %s/%s kept out; its cost is in the ledger",
                      batch_id, custom_id)
 

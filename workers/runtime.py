@@ -13,7 +13,7 @@ import httpx
 from corral.config import CorralConfig, find_config_path, load_config
 from corral.jobs import send_jobs
 from corral.records import OutcomeStore
-from corral.redis_client import connect
+from corral.redis_client import connect, is_redis_url
 from corral.settings import get_settings
 from workers.buckets import BucketStore, LocalBucketStore, RedisBucketStore, UnlimitedBucketStore
 from workers.circuit import CircuitBreaker
@@ -50,8 +50,7 @@ def _build_reconciler() -> Reconciler:
     settings = get_settings()
     return Reconciler(connect(settings.redis_url), app, _config(),
                       interval_s=settings.reconcile_interval_s,
-                      broker_is_redis=settings.effective_broker_url.startswith(
-                          ("redis://", "rediss://", "unix://")))
+                      broker_is_redis=is_redis_url(settings.effective_broker_url))
 
 
 def _config() -> CorralConfig:
