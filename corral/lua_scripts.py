@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -10,11 +11,16 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+# A line `-- include: <name>` stands for the text of `<name>.lua` of the same package: Redis
+# runs each script on its own, so scripts share code by inlining it.
+_INCLUDE = re.compile(r"^-- include: (\w+)$", re.MULTILINE)
+
 
 @cache
 def script_source(name: str, package: str = "corral") -> str:
-    """The text of `<package>/lua/<name>.lua`."""
-    return resources.files(package).joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """The text of `<package>/lua/<name>.lua`, with its includes inlined."""
+    text = resources.files(package).joinpath("lua", f"{name}.lua").read_text("utf-8")
+    return _INCLUDE.sub(lambda match: script_source(match.group(1), package), text)
 
 
 def register(client: redis.Redis, name: str, package: str = "corral") -> Script:

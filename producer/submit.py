@@ -7,7 +7,6 @@ a TTL, so a refused or interrupted submit leaves nothing that lasts).
 
 from __future__ import annotations
 
-import json
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -109,8 +108,7 @@ def take_in(path: Path, config: CorralConfig, client: redis.Redis,
         for checked in checked_lines(path, config):
             if isinstance(checked, AcceptedLine):
                 check.accepted_by_model[checked.model.name] += 1
-                spool.accept(checked.model.name, checked.custom_id,
-                             json.dumps(checked.job(), separators=(",", ":")))
+                spool.accept(checked.model.name, checked.custom_id, checked.job())
                 order.append(checked.custom_id)
             else:
                 check.rejected += 1

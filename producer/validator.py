@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.config import ModelConfig
+from corral.stored_job import stored_job
 from corral.tokens import estimate_prompt_tokens, reservation_tokens
 from producer.reader import RawLine
 from producer.router import RouteDecision, Router, UnknownModelError
@@ -28,10 +29,10 @@ class AcceptedLine:
     prompt_tokens: int
     reservation_tokens: int
 
-    def job(self) -> dict[str, Any]:
+    def job(self) -> str:
         """What a worker needs to run the line (stored in Redis, never in a task message)."""
-        return {"line": self.number, "model": self.model.name, "route": self.route.as_dict(),
-                "body": self.body}
+        return stored_job(tokens=self.reservation_tokens, model=self.model.name,
+                          body=self.body, route=self.route.as_dict(), line=self.number)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,9 @@ class ScriptedStore:
     def settle(self, scope, **kwargs) -> None:
         self.settled.append(kwargs)
 
+    def inline_args(self, scope) -> None:
+        return None
+
 
 def limiter_for(store, clock: FakeClock, max_wait_s: float = 60.0) -> RateLimiter:
     return RateLimiter(store, max_wait_s=max_wait_s, sleep=clock.sleep, clock=clock,
@@ -128,3 +131,26 @@ def test_one_poller_per_scope_per_process() -> None:
 ])
 def test_parse_remaining_headers(headers: dict[str, str], expected: Remaining) -> None:
     assert parse_remaining(headers) == expected
+
+
+def test_a_line_takes_capacity_as_it_starts_only_while_no_slot_of_the_process_waits() -> None:
+    polling, release = threading.Event(), threading.Event()
+
+    class InlineStore(ScriptedStore):
+        def acquire(self, scope, tokens, now_ms=None) -> Decision:
+            polling.set()
+            release.wait(5)
+            return Decision(allowed=True)
+
+        def inline_args(self, scope) -> tuple[str, list[int]]:
+            return "bucket", [60, 6000, 60000]
+
+    limiter = RateLimiter(InlineStore(), max_wait_s=5)
+    assert limiter.inline_args(SCOPE) == ("bucket", [60, 6000, 60000])
+    waiter = threading.Thread(target=limiter.acquire, args=(SCOPE, 1))
+    waiter.start()
+    assert polling.wait(5)
+    assert limiter.inline_args(SCOPE) is None  # the waiting slot goes first
+    release.set()
+    waiter.join()
+    assert limiter.inline_args(SCOPE) == ("bucket", [60, 6000, 60000])

@@ -45,7 +45,7 @@ def test_valid_line_is_routed_and_gets_the_upstream_model(validator: LineValidat
     assert isinstance(accepted, AcceptedLine)
     assert accepted.model.name == "small" and accepted.body["model"] == "sim-small"
     assert accepted.reservation_tokens == 1 + 128
-    assert accepted.job()["route"]["rule"] == "default"
+    assert json.loads(accepted.job())["route"]["rule"] == "default"
 
 
 @pytest.mark.parametrize(("data", "reason"), [

@@ -46,6 +46,12 @@ class BucketStore(Protocol):
                now_ms: int | None = None, pipe: ScriptPipeline | None = None) -> None:
         ...
 
+    def inline_args(self, scope: RateScope) -> tuple[str, list[int]] | None:
+        """The bucket key and [rpm, tpm, period_ms] with which another script of the same
+        Redis takes capacity as `acquire` would (start_job.lua); None when the buckets live
+        elsewhere."""
+        ...
+
 
 def _arg(value: int | None) -> str | int:
     return "" if value is None else value
@@ -88,6 +94,10 @@ class RedisBucketStore:
         self._call("settle", scope, now_ms, _arg(refund_tokens), _arg(cooldown_ms),
                    _arg(remaining_requests), _arg(remaining_tokens), *since, pipe=pipe)
 
+    def inline_args(self, scope: RateScope) -> tuple[str, list[int]]:
+        """The key and limits start_job.lua takes a call's capacity with (bucket_core.lua)."""
+        return bucket_key(scope.name), [scope.rpm, scope.tpm, self._period_ms]
+
 
 class LocalBucketStore:
     """One process's own buckets at the full limit: what per-worker limiting amounts to.
@@ -125,6 +135,9 @@ class LocalBucketStore:
     def settle(self, scope: RateScope, **_: object) -> None:
         """Local limiting ignores what the provider says, as per-worker limiters do."""
 
+    def inline_args(self, scope: RateScope) -> None:
+        """In-process buckets: no script can take from them."""
+
 
 class UnlimitedBucketStore:
     """CORRAL_RATE_LIMITER=off: every call is admitted at once."""
@@ -134,3 +147,6 @@ class UnlimitedBucketStore:
 
     def settle(self, scope: RateScope, **_: object) -> None:
         """Nothing to settle."""
+
+    def inline_args(self, scope: RateScope) -> None:
+        """Nothing to take: every call is admitted by `acquire` at once."""

@@ -32,8 +32,10 @@ from corral.records import OutcomeStore, error_record, result_record
 from corral.redis_keys import FLEET_STATS, BatchKeys
 from corral.settings import Settings
 from corral.stats import CallStats, stat_field
-from corral.tokens import estimate_prompt_tokens, requested_output_tokens
+from corral.stored_job import stored_job
+from corral.tokens import estimate_prompt_tokens, requested_output_tokens, reservation_tokens
 from workers.backoff import backoff_delay_s
+from workers.buckets import Admission
 from workers.budget import Budget, BudgetExceededError
 from workers.circuit import CircuitBreaker
 from workers.provider_client import Completion, ProviderClient
@@ -45,6 +47,8 @@ LEASE_MARGIN_S = 5.0
 
 # Settles a completed call's rate-limit admission on the pipeline that files its record.
 Settle = Callable[[ScriptPipeline], None]
+# Capacity start_job.lua took for the call: its tokens and its admission.
+Admitted = tuple[int, Admission]
 
 
 @dataclass(frozen=True)
@@ -76,14 +80,20 @@ class JobRunner:
         self._budget = Budget(client)
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._lease_ms = int((settings.job_s + LEASE_MARGIN_S) * 1000)
+        self._models_by_queue = {model.queue: model for model in config.models.values()}
 
-    def run(self, batch_id: str, custom_id: str) -> RetryLater | None:
-        """One delivery of a line; None once the line has its terminal record (or is skipped)."""
+    def run(self, batch_id: str, custom_id: str, queue: str | None = None) -> RetryLater | None:
+        """One delivery of a line from `queue` (when known); None once the line has its
+        terminal record (or is skipped)."""
         keys = BatchKeys(batch_id)
-        verdict, attempt, raw_job, *budgeted = self._start_job(
-            keys=[keys.outcomes, keys.meta, keys.bodies, keys.attempts, keys.lease(custom_id),
-                  keys.inflight],
-            args=[custom_id, self._lease_ms, self._holder])
+        script_keys = [keys.outcomes, keys.meta, keys.bodies, keys.attempts,
+                       keys.lease(custom_id), keys.inflight]
+        args: list[str | int] = [custom_id, self._lease_ms, self._holder]
+        inline = self._inline_acquire(queue)
+        if inline is not None:
+            script_keys.append(inline[0])
+            args.extend(inline[1])
+        verdict, attempt, raw_job, *ran = self._start_job(keys=script_keys, args=args)
         if verdict == "cancelled":
             self._fail(batch_id, custom_id, "batch_cancelled", "the batch was cancelled", None)
         elif verdict == "expired":
@@ -96,9 +106,12 @@ class JobRunner:
             return RetryLater(min(int(attempt) / 1000, self._settings.max_retry_delay_s),
                               "another worker holds the line's lease")
         elif verdict == "run":
+            budgeted, *admission = ran
+            admitted = (int(admission[0]), Admission(*map(int, admission[1:]))) \
+                if admission else None
             try:
                 return self._attempt(batch_id, custom_id, int(attempt), json.loads(raw_job),
-                                     budgeted=budgeted == [1])
+                                     budgeted=budgeted == 1, admitted=admitted)
             except NoCallMadeError as err:
                 # No provider call was made: take the attempt back, and let the job return
                 # (after the wait the limiter expects, or at once when the worker stops).
@@ -115,8 +128,21 @@ class JobRunner:
             log.info("skip %s/%s: %s", batch_id, custom_id, verdict)
         return None
 
+    def _inline_acquire(self, queue: str | None) -> tuple[str, list[str | int]] | None:
+        """start_job.lua's bucket key and arguments to take the call's capacity with, when the
+        queue is a configured model's whose calls may go ahead now; None otherwise (the call
+        then waits for capacity in `_call_within_limits`)."""
+        model = self._models_by_queue.get(queue or "")
+        if model is None or model.max_cost is not None or self._circuit.check(model.provider):
+            return None
+        inline = self._limiter.inline_args(self._config.scope_of(model))
+        if inline is None:
+            return None
+        key, limits = inline
+        return key, [model.name, *limits, self._settings.max_attempts]
+
     def _attempt(self, batch_id: str, custom_id: str, attempt: int, job: dict[str, Any], *,
-                 budgeted: bool) -> RetryLater | None:
+                 budgeted: bool, admitted: Admitted | None) -> RetryLater | None:
         keys = BatchKeys(batch_id)
         call = keys.call_id(custom_id, attempt)
         route = job.get("route")
@@ -140,7 +166,7 @@ class JobRunner:
         stats = CallStats()
         try:
             completion, settle = self._call(batch_id, model, job["body"], budgeted=budgeted,
-                                            stats=stats)
+                                            stats=stats, admitted=admitted)
         except BudgetExceededError as err:
             self._fail(batch_id, custom_id, "budget_exceeded", str(err), route,
                        settled_call=call, model=model.name)
@@ -187,13 +213,17 @@ class JobRunner:
                 isinstance(err, ContextLengthExceededError) or unknown_upstream):
             return False
         fallback = self._config.models[model.fallback]
-        job = {**job, "model": fallback.name, "body": {**job["body"], "model": fallback.upstream},
-               "route": {**route, "model": fallback.name, "fallback_from": model.name,
-                         "reason": f"{route.get('reason', '')}; fallback from {model.name} "
-                                   f"after {'model_not_found' if unknown_upstream else err.code}"}}
+        body = {**job["body"], "model": fallback.upstream}
+        reason = (f"{route.get('reason', '')}; fallback from {model.name} after "
+                  f"{'model_not_found' if unknown_upstream else err.code}")
+        rerouted = stored_job(
+            tokens=reservation_tokens(body, fallback.default_max_tokens), model=fallback.name,
+            body=body, line=job.get("line"),
+            route={**route, "model": fallback.name, "fallback_from": model.name,
+                   "reason": reason})
         keys = BatchKeys(batch_id)
         pipe = self._client.pipeline(transaction=False)
-        pipe.hset(keys.bodies, custom_id, json.dumps(job, separators=(",", ":")))
+        pipe.hset(keys.bodies, custom_id, rerouted)
         pipe.delete(keys.lease(custom_id))
         pipe.hdel(keys.inflight, call)
         _count(pipe, keys, model.name, stats)
@@ -204,21 +234,20 @@ class JobRunner:
         return True
 
     def _call(self, batch_id: str, model: ModelConfig, body: dict[str, Any], *,
-              budgeted: bool, stats: CallStats) -> tuple[Completion, Settle]:
+              budgeted: bool, stats: CallStats,
+              admitted: Admitted | None) -> tuple[Completion, Settle]:
         """One provider call inside the spending caps and the scope's shared limits; returns
         the completion and what settles its rate-limit admission (see `_call_within_limits`).
         """
-        # The request's ceiling, once: it is both the rate-limit reservation and the budget's
-        # worst case.
-        ceiling = Usage(estimate_prompt_tokens(body), 0,
-                        requested_output_tokens(body, model.default_max_tokens))
         reserved_nusd = None
         if budgeted or model.max_cost is not None:
+            # Reserved before capacity is taken (start_job.lua takes none for these lines).
+            ceiling = Usage(estimate_prompt_tokens(body), 0,
+                            requested_output_tokens(body, model.default_max_tokens))
             reserved_nusd = self._budget.reserve(batch_id, model, ceiling)
         completion: Completion | None = None
         try:
-            completion, settle = self._call_within_limits(
-                model, body, ceiling.prompt_tokens + ceiling.completion_tokens, stats)
+            completion, settle = self._call_within_limits(model, body, stats, admitted)
             return completion, settle
         finally:
             if reserved_nusd is not None:
@@ -226,15 +255,20 @@ class JobRunner:
                     Usage.from_response(completion.body.get("usage")), model)[0]
                 self._budget.settle(batch_id, model, reserved_nusd, spent_usd)
 
-    def _call_within_limits(self, model: ModelConfig, body: dict[str, Any],
-                            tokens: int, stats: CallStats) -> tuple[Completion, Settle]:
-        """One provider call reserving `tokens` in the scope's shared limits.
+    def _call_within_limits(self, model: ModelConfig, body: dict[str, Any], stats: CallStats,
+                            admitted: Admitted | None) -> tuple[Completion, Settle]:
+        """One provider call inside the scope's shared limits: with the capacity start_job.lua
+        `admitted`, else after waiting for the request's charge.
 
         A failed call is settled here; a completed one returns its settle, which its record
         sends in the same round trip.
         """
         scope = self._config.scope_of(model)
-        admission = self._limiter.acquire(scope, tokens)
+        if admitted is None:
+            tokens = reservation_tokens(body, model.default_max_tokens)
+            admission = self._limiter.acquire(scope, tokens)
+        else:
+            tokens, admission = admitted
         started = time.monotonic()
         try:
             completion = self._provider_client.complete(self._config.provider_of(model), body)

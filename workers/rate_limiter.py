@@ -99,6 +99,15 @@ class RateLimiter:
         finally:
             gate.release()
 
+    def inline_args(self, scope: RateScope) -> tuple[str, list[int]] | None:
+        """How start_job.lua may take a call's capacity in the round trip that starts the
+        line (see `BucketStore.inline_args`); None when it cannot, or while a slot of this
+        process waits for the scope: the waiting slot goes first.
+        """
+        if self._gate(scope).locked():
+            return None
+        return self._store.inline_args(scope)
+
     def settle(self, scope: RateScope, tokens: int, admission: Admission | None, *,
                headers: Mapping[str, str], rate_limited: bool = False,
                retry_after_s: float | None = None,

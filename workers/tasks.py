@@ -28,8 +28,10 @@ def run_job(self: Task, batch_id: str, custom_id: str) -> None:
 
 def _run_line(task: Task, batch_id: str, custom_id: str) -> None:
     runner = job_runner()
+    # The queue names the line's model: its rate-limit capacity is taken as the line starts.
+    queue = (task.request.delivery_info or {}).get("routing_key")
     try:
-        retry = runner.run(batch_id, custom_id)
+        retry = runner.run(batch_id, custom_id, queue)
     except ShuttingDownError as err:
         raise Reject("worker stopping before the call", requeue=True) from err
     except RedisError as err:

@@ -36,6 +36,13 @@ def mixed_lines(count: int) -> list[dict]:
     return lines
 
 
+def script_calls(client) -> int:
+    """Lua script calls the Redis server has run (every client's)."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+               for name in ("evalsha", "eval"))
+
+
 @pytest.mark.parametrize("pool", ["threads", "gevent"])
 def test_every_line_ends_once_with_parseable_results_and_exact_cost(
         tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
@@ -49,10 +56,14 @@ def test_every_line_ends_once_with_parseable_results_and_exact_cost(
     batch_id = submitted.stdout.strip().splitlines()[-1]
     assert submitted.stdout.strip() == batch_id  # stdout holds the batch id alone
 
+    scripts_before = script_calls(redis_client)
     workers = start_workers(config, ["corral.big", "corral.small"], processes=2,
                             concurrency=8, pool=pool)
     batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
     assert batch["status"] == "completed"
+    # Two script calls a line: its start, which took its rate-limit capacity too (a separate
+    # acquire would make three), and its record (with the settle, when there is one).
+    assert script_calls(redis_client) - scripts_before <= 2 * 240 + 24
     assert batch["request_counts"] == {"total": 240, "completed": 240, "failed": 0}
     banner_pool = {"threads": "(thread)", "gevent": "(gevent)"}[pool]
     assert all(f"concurrency: 8 {banner_pool}" in w.log_path.read_text() for w in workers)

@@ -36,56 +36,21 @@
 -- TTL: the key expires 2 periods after its last write (by then it would be full again, which
 -- is also how a missing key reads), or when a cooldown ends plus 2 periods.
 
-local key = KEYS[1]
+-- include: bucket_core
+
 local op = ARGV[1]
-local rpm, tpm, period_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local now = tonumber(ARGV[5])
-if not now then
-  local time = redis.call('TIME')
-  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
-
-local state = redis.call('HMGET', key, 'r', 't', 'ts', 'cool', 'nr', 'nt')
-local r, t = tonumber(state[1]) or rpm, tonumber(state[2]) or tpm
-local ts, cool = tonumber(state[3]) or now, tonumber(state[4]) or 0
-local nr, nt = tonumber(state[5]) or 0, tonumber(state[6]) or 0
-
--- Refill for the time elapsed since ts (ts may lie in the future while a cooldown runs).
-local elapsed = now - ts
-if elapsed > 0 then
-  r = math.min(rpm, r + elapsed * rpm / period_ms)
-  t = math.min(tpm, t + elapsed * tpm / period_ms)
-  ts = now
-end
-
-local function save(ttl_from)
-  redis.call('HSET', key, 'r', r, 't', t, 'ts', ts, 'cool', cool, 'nr', nr, 'nt', nt)
-  redis.call('PEXPIRE', key, math.max(ttl_from - now, 0) + 2 * period_ms)
-end
+local b = bucket_load(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+                      bucket_now(ARGV[5]))
 
 if op == 'acquire' then
-  local tokens = tonumber(ARGV[6])
-  if tokens > tpm then
-    return {-1, 0, 0, 0, now}
-  end
-  if cool > now then
-    return {0, cool - now, 0, 0, now}
-  end
-  if r >= 1 and t >= tokens then
-    r, t = r - 1, t - tokens
-    nr, nt = nr + 1, nt + tokens
-    save(now)
-    return {1, 0, nr, nt, now}
-  end
-  local wait_r = (1 - r) * period_ms / rpm
-  local wait_t = (tokens - t) * period_ms / tpm
-  return {0, math.ceil(math.max(wait_r, wait_t, 1)), 0, 0, now}
+  return bucket_acquire(b, tonumber(ARGV[6]))
 end
 
 -- settle
+local now, rpm, tpm, period_ms = b.now, b.rpm, b.tpm, b.period_ms
 local refund = tonumber(ARGV[6])
 if refund then
-  t = math.min(tpm, t + refund)
+  b.t = math.min(tpm, b.t + refund)
 end
 local admitted_nr, admitted_nt, admitted_ms = tonumber(ARGV[10]), tonumber(ARGV[11]),
   tonumber(ARGV[12])
@@ -99,13 +64,13 @@ local function sync(level, remaining, admitted_since, capacity)
   if without_refill > level then return math.min(without_refill, capacity) end
   return level
 end
-r = sync(r, tonumber(ARGV[8]), admitted_nr and nr - admitted_nr, rpm)
-t = sync(t, tonumber(ARGV[9]), admitted_nt and nt - admitted_nt, tpm)
+b.r = sync(b.r, tonumber(ARGV[8]), admitted_nr and b.nr - admitted_nr, rpm)
+b.t = sync(b.t, tonumber(ARGV[9]), admitted_nt and b.nt - admitted_nt, tpm)
 local cooldown_ms = tonumber(ARGV[7])
-if cooldown_ms and now + cooldown_ms > cool then
-  cool = now + cooldown_ms
+if cooldown_ms and now + cooldown_ms > b.cool then
+  b.cool = now + cooldown_ms
   -- The server's buckets are empty now; ours reopen empty when the cooldown ends.
-  r, t, ts = 0, 0, cool
+  b.r, b.t, b.ts = 0, 0, b.cool
 end
-save(math.max(cool, now))
-return {math.floor(r), math.floor(t)}
+bucket_save(b, math.max(b.cool, now))
+return {math.floor(b.r), math.floor(b.t)}

@@ -10,9 +10,21 @@
 -- ARGV[1] custom_id
 -- ARGV[2] lease_ms  how long the lease holds (ms): one attempt's longest run
 -- ARGV[3] holder    who takes the lease (worker host and pid, for debugging)
+-- Optionally, to take the call's rate-limit capacity in the same round trip:
+-- KEYS[7] bucket    the scope's bucket hash (see bucket.lua)
+-- ARGV[4] model     the model whose queue delivered the line
+-- ARGV[5] rpm       the scope's request capacity per period
+-- ARGV[6] tpm       the scope's token capacity per period
+-- ARGV[7] period_ms the scope's refill period (ms)
+-- ARGV[8] max_attempts
+-- The capacity is taken only when the stored request starts {"tokens":N,"model":"<model>"
+-- (the charge its intake computed, for that same model), the batch has no spending cap (its
+-- budget is reserved before capacity), this attempt may call, and the buckets hold it now;
+-- otherwise nothing is taken and the worker waits for capacity on its own.
 --
--- Returns {verdict, attempt, request, budgeted}; budgeted is 1 when the batch has a spending
--- cap (max_cost_nusd); verdict is
+-- Returns {verdict, attempt, request, budgeted[, tokens, nr, nt, now_ms]}; budgeted is 1 when
+-- the batch has a spending cap (max_cost_nusd); the last four are there when the capacity was
+-- taken (bucket.lua's admission, to settle the call with); verdict is
 --   "done"      the line has its record: skip (a redelivery or duplicate)
 --   "leased"    another worker is running it now: try this message again after the lease's
 --               remaining time (attempt = that time in ms), never drop it
@@ -21,6 +33,8 @@
 --   "missing"   no stored request (the batch was deleted): skip
 --   "run"       lease taken, attempt counted and marked in flight: call the provider
 -- The lease key expires after lease_ms; record_outcome.lua deletes it when the line ends.
+
+-- include: bucket_core
 
 local outcomes, meta, bodies, attempts, lease, inflight =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -50,4 +64,16 @@ if not redis.call('SET', lease, holder, 'NX', 'PX', lease_ms) then
 end
 local attempt = redis.call('HINCRBY', attempts, custom_id, 1)
 redis.call('HSET', inflight, custom_id .. '#' .. attempt, now)
-return {'run', attempt, request, redis.call('HEXISTS', meta, 'max_cost_nusd')}
+local budgeted = redis.call('HEXISTS', meta, 'max_cost_nusd')
+if KEYS[7] and budgeted == 0 and attempt <= tonumber(ARGV[8]) then
+  local tokens, model = string.match(request, '^{"tokens":(%d+),"model":"([^"\\]*)"')
+  if tokens and model == ARGV[4] then
+    local bucket = bucket_load(KEYS[7], tonumber(ARGV[5]), tonumber(ARGV[6]),
+                               tonumber(ARGV[7]), bucket_now(''))
+    local taken = bucket_acquire(bucket, tonumber(tokens))
+    if taken[1] == 1 then
+      return {'run', attempt, request, budgeted, tonumber(tokens), taken[3], taken[4], taken[5]}
+    end
+  end
+end
+return {'run', attempt, request, budgeted}

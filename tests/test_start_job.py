@@ -1,0 +1,109 @@
+"""start_job.lua: a line starts and takes its call's rate-limit capacity in one round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from corral import lua_scripts
+from corral.config import RateScope
+from corral.redis_keys import BatchKeys
+from corral.stored_job import stored_job
+from workers.buckets import RedisBucketStore
+
+SCOPE = RateScope(name="p:m", rpm=60, tpm=6000)
+PERIOD_S = 60.0
+BODY = {"model": "up-m", "messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 90}
+TOKENS = 100  # 40 characters / 4 + 90
+MAX_ATTEMPTS = 3
+
+
+@pytest.fixture
+def keys(redis_client: redis.Redis) -> BatchKeys:
+    keys = BatchKeys("batch_1")
+    redis_client.hset(keys.meta, "status", "in_progress")
+    for custom_id in ("a", "b"):
+        redis_client.hset(keys.bodies, custom_id, stored_job(
+            tokens=TOKENS, model="m", body=BODY, route=None, line=1))
+    return keys
+
+
+def start(client: redis.Redis, keys: BatchKeys, custom_id: str, *,
+          model: str | None = "m") -> list:
+    """One start of `custom_id`, asking for the capacity of `model`'s scope (None: not)."""
+    script = lua_scripts.register(client, "start_job", package="workers")
+    script_keys = [keys.outcomes, keys.meta, keys.bodies, keys.attempts, keys.lease(custom_id),
+                   keys.inflight]
+    args: list = [custom_id, 60_000, "test"]
+    if model is not None:
+        key, limits = RedisBucketStore(client, period_s=PERIOD_S).inline_args(SCOPE)
+        script_keys.append(key)
+        args += [model, *limits, MAX_ATTEMPTS]
+    return script(keys=script_keys, args=args)  # type: ignore[no-any-return]
+
+
+def bucket(client: redis.Redis) -> dict[str, str]:
+    key, _ = RedisBucketStore(client, period_s=PERIOD_S).inline_args(SCOPE)
+    return client.hgetall(key)
+
+
+def test_the_stored_job_starts_with_its_charge_and_model() -> None:
+    text = stored_job(tokens=TOKENS, model="m", body=BODY, route={"rule": "r"}, line=7)
+    assert text.startswith('{"tokens":100,"model":"m",')
+    assert json.loads(text) == {"tokens": 100, "model": "m", "line": 7, "route": {"rule": "r"},
+                                "body": BODY}
+
+
+def test_a_start_takes_one_request_and_the_lines_tokens_as_acquire_does(
+        redis_client: redis.Redis, keys: BatchKeys) -> None:
+    verdict, attempt, raw_job, budgeted, tokens, requests_total, tokens_total, at_ms = start(
+        redis_client, keys, "a")
+    assert (verdict, attempt, budgeted, tokens) == ("run", 1, 0, TOKENS)
+    assert json.loads(raw_job)["body"] == BODY
+    assert (requests_total, tokens_total) == (1, TOKENS) and at_ms > 0
+    # The same hash bucket.lua keeps: its own acquire counts on from there.
+    store = RedisBucketStore(redis_client, period_s=PERIOD_S)
+    admission = store.acquire(SCOPE, 10).admission
+    assert admission is not None
+    assert (admission.requests_total, admission.tokens_total) == (2, TOKENS + 10)
+    assert float(bucket(redis_client)["t"]) == pytest.approx(6000 - TOKENS - 10, abs=1)
+
+
+def test_without_capacity_the_line_still_starts_and_nothing_is_taken(
+        redis_client: redis.Redis, keys: BatchKeys) -> None:
+    store = RedisBucketStore(redis_client, period_s=PERIOD_S)
+    while store.acquire(SCOPE, 1).allowed:  # drain the request bucket
+        pass
+    before = bucket(redis_client)
+    result = start(redis_client, keys, "a")
+    assert result[:2] == ["run", 1] and len(result) == 4  # no admission: the worker waits
+    assert redis_client.exists(keys.lease("a")) == 1
+    assert bucket(redis_client)["nr"] == before["nr"] == "60"
+
+
+@pytest.mark.parametrize("case", ["other model", "budgeted", "attempts used up",
+                                  "job without its charge", "not asked"])
+def test_no_capacity_is_taken_when_the_worker_must_decide_first(
+        redis_client: redis.Redis, keys: BatchKeys, case: str) -> None:
+    model: str | None = "m"
+    if case == "other model":
+        model = "n"  # the queue's model is not the job's (it was re-routed)
+    elif case == "budgeted":
+        redis_client.hset(keys.meta, "max_cost_nusd", 10**9)  # reserve the budget first
+    elif case == "attempts used up":
+        redis_client.hset(keys.attempts, "a", MAX_ATTEMPTS)
+    elif case == "job without its charge":
+        redis_client.hset(keys.bodies, "a", json.dumps({"model": "m", "body": BODY}))
+    else:
+        model = None
+    result = start(redis_client, keys, "a", model=model)
+    assert result[0] == "run" and len(result) == 4
+    assert bucket(redis_client) == {}  # the scope's buckets were not touched
+
+
+def test_a_line_that_ended_takes_nothing(redis_client: redis.Redis, keys: BatchKeys) -> None:
+    redis_client.hset(keys.outcomes, "a", "{}")
+    assert start(redis_client, keys, "a")[0] == "done"
+    assert bucket(redis_client) == {}
