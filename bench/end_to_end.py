@@ -13,7 +13,10 @@ slows them alike:
 - ``bare-threads`` / ``bare-gevent``: ``bench.bare_task`` (the same POST, nothing stored), all
   tasks queued first, then the workers; threads share one httpx client per process, gevent
   takes clients from a free list (``--greenlets`` per process);
-- ``reference``: ``bench.reference_client``, one asyncio process, in-memory buckets.
+- ``reference``: ``bench.reference_client``, one asyncio process, in-memory buckets, tuned:
+  no pause between dispatches, ``--reference-in-flight`` requests at most;
+- ``cookbook``: the same client with the cookbook's own loop: 1 ms asleep after every
+  dispatch (its ``seconds_to_sleep_each_loop``) and no cap on requests in flight.
 
 Columns (lines/s, medians over the valid runs): ``e2e`` from launching ``corral submit`` (or the
 reference client) to the last stored result (corral: the last cost record's timestamp, written
@@ -45,7 +48,10 @@ from bench.overhead_stack import MAX_TOKENS, OverheadStack
 from bench.report import cell, machine, machine_line, median, table
 from bench.workload import make_lines, write_jsonl
 
-CONTENDERS = ("corral", "corral-pre", "bare-threads", "bare-gevent", "reference")
+CONTENDERS = ("corral", "corral-pre", "bare-threads", "bare-gevent", "reference", "cookbook")
+ONE_PROCESS = ("reference", "cookbook")
+COOKBOOK_LOOP_SLEEP_MS = 1.0
+COOKBOOK_IN_FLIGHT = 10_000  # the cookbook caps nothing but the rate
 BARE_TARGET = 0.8
 REFERENCE_TARGET = 1.2
 
@@ -111,9 +117,9 @@ def make_rows(args: argparse.Namespace) -> list[Row]:
         args.contenders = [name for name in args.contenders if name != "bare-gevent"]
     slots = {"corral": args.concurrency, "corral-pre": args.concurrency,
              "bare-threads": args.concurrency, "bare-gevent": args.greenlets,
-             "reference": args.reference_in_flight}
+             "reference": args.reference_in_flight, "cookbook": COOKBOOK_IN_FLIGHT}
     return [Row(name, processes, slots[name]) for name in args.contenders
-            for processes in ([1] if name == "reference" else args.processes)]
+            for processes in ([1] if name in ONE_PROCESS else args.processes)]
 
 
 def run_row(row: Row, stack: OverheadStack, files: tuple[Path, Path],
@@ -129,14 +135,17 @@ def run_row(row: Row, stack: OverheadStack, files: tuple[Path, Path],
                         pool=row.contender.removeprefix("bare-"), concurrency=row.slots,
                         run_dir=run_dir)
     return run_reference(stack, upstream_file, len(bodies), max_in_flight=row.slots,
-                         run_dir=run_dir)
+                         run_dir=run_dir, loop_sleep_ms=COOKBOOK_LOOP_SLEEP_MS
+                         if row.contender == "cookbook" else 0.0)
 
 
 def format_table(rows: Sequence[Row], runs: int) -> str:
     """Medians side by side, one row per contender and process count."""
     header = ("contender", "procs", "slots", "e2e/s", "served/s", "enqueue/s", "valid",
               "extra calls")
-    lines = [(row.contender, str(row.processes), str(row.slots), cell(row.rate("e2e")),
+    lines = [(row.contender, str(row.processes),
+              "no cap" if row.slots == COOKBOOK_IN_FLIGHT else str(row.slots),
+              cell(row.rate("e2e")),
               cell(row.rate("served")), cell(row.rate("enqueue")),
               f"{len(row.measures)}/{runs}",
               cell(median([float(m.extra_calls) for m in row.measures])))
@@ -145,7 +154,7 @@ def format_table(rows: Sequence[Row], runs: int) -> str:
 
 
 def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """corral against the best bare task and against the reference client, per process count."""
+    """corral against the best bare task and the two reference clients, per process count."""
     found = {(row.contender, row.processes): row for row in rows}
 
     def rate(contender: str, processes: int, field: str) -> float | None:
@@ -153,8 +162,10 @@ def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
         return row.rate(field) if row else None
 
     reference = rate("reference", 1, "e2e")
+    cookbook = rate("cookbook", 1, "e2e")
     result = []
-    for processes in sorted({row.processes for row in rows if row.contender != "reference"}):
+    for processes in sorted({row.processes for row in rows
+                             if row.contender not in ONE_PROCESS}):
         bares = [value for value in (rate("bare-threads", processes, "served"),
                                      rate("bare-gevent", processes, "served")) if value]
         best_bare = max(bares) if bares else None
@@ -165,6 +176,7 @@ def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
             "corral_pre_served_over_bare": _share(rate("corral-pre", processes, "served"),
                                                  best_bare),
             "corral_e2e_over_reference": _share(rate("corral", processes, "e2e"), reference),
+            "corral_e2e_over_cookbook": _share(rate("corral", processes, "e2e"), cookbook),
         })
     return result
 
@@ -184,7 +196,9 @@ def format_ratios(found: Sequence[dict[str, Any]]) -> str:
         f"{item['processes']} process(es): corral e2e / best bare served = "
         f"{show(item['corral_e2e_over_bare'], BARE_TARGET)}; corral-pre served / best bare "
         f"served = {show(item['corral_pre_served_over_bare'], BARE_TARGET)}; corral e2e / "
-        f"reference e2e = {show(item['corral_e2e_over_reference'], REFERENCE_TARGET)}"
+        f"reference e2e = {show(item['corral_e2e_over_reference'], REFERENCE_TARGET)}; "
+        f"corral e2e / cookbook e2e = "
+        f"{show(item['corral_e2e_over_cookbook'], REFERENCE_TARGET)}"
         for item in found)
 
 

@@ -112,15 +112,16 @@ def run_bare(stack: OverheadStack, bodies: list[dict[str, Any]], *, processes: i
 
 
 def run_reference(stack: OverheadStack, batch_file: Path, lines: int, *, max_in_flight: int,
-                  run_dir: Path) -> Measure:
-    """The cookbook-style client as its own process, from launch to exit."""
+                  run_dir: Path, loop_sleep_ms: float = 0.0) -> Measure:
+    """The cookbook-style client as its own process, from launch to exit (``loop_sleep_ms``:
+    its pause after each dispatch; the cookbook's is 1 ms)."""
     stack.reset()
     out_path = run_dir / "reference.results.jsonl"
     env = {**stack.corral_env, KEY_ENV: stack.api_key}
     command = [sys.executable, "-m", "bench.reference_client", str(batch_file),
                "-o", str(out_path), "--base-url", f"{stack.base_url}/v1",
                "--api-key-env", KEY_ENV, "--rpm", str(SIM_RPM), "--tpm", str(SIM_TPM),
-               "--max-in-flight", str(max_in_flight)]
+               "--max-in-flight", str(max_in_flight), "--loop-sleep-ms", str(loop_sleep_ms)]
     started_s = time.monotonic()
     done = subprocess.run(command, env=env, capture_output=True, text=True,
                           timeout=run_timeout_s(lines), check=False)

@@ -4,9 +4,9 @@ Written after the design of the OpenAI cookbook's ``api_request_parallel_process
 code): one loop takes the next request (a due retry first, else the next line of the file),
 refills two in-memory buckets continuously, and starts one asyncio task per request once both
 buckets hold its charge; a rate-limited answer pauses every dispatch for the server's
-Retry-After. Unlike the cookbook it does not sleep 1 ms after every dispatch (that alone caps it
-near 1,000 requests/s); it only waits when it is blocked. It needs nothing but httpx, so it runs
-from any checkout::
+Retry-After. By default it does not sleep 1 ms after every dispatch as the cookbook does (that
+alone caps it near 1,000 requests/s): it only waits when it is blocked. ``--loop-sleep-ms 1``
+restores the cookbook's loop. It needs nothing but httpx, so it runs from any checkout::
 
     python -m bench.reference_client batch.jsonl --base-url http://127.0.0.1:8100/v1 \
         --api-key-env SIM_KEY --rpm 5000 --tpm 2000000 -o results.jsonl
@@ -116,7 +116,8 @@ class Processor:
     """Runs every line of one file through ``client`` inside the two buckets."""
 
     def __init__(self, client: httpx.AsyncClient, out: IO[str], *, url: str, rpm: float,
-                 tpm: float, max_attempts: int, max_in_flight: int) -> None:
+                 tpm: float, max_attempts: int, max_in_flight: int,
+                 loop_sleep_s: float = 0.0) -> None:
         self._client = client
         self._out = out
         self._url = url
@@ -124,6 +125,7 @@ class Processor:
         self._tokens = Bucket(tpm, tpm / 60.0)
         self._max_attempts = max_attempts
         self._max_in_flight = max_in_flight
+        self._loop_sleep_s = loop_sleep_s
         self._retries: collections.deque[Pending] = collections.deque()
         self._wake = asyncio.Event()
         self._rng = random.Random()
@@ -162,6 +164,8 @@ class Processor:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             following = None
+            if self._loop_sleep_s:
+                await asyncio.sleep(self._loop_sleep_s)  # the cookbook's pause per loop
 
     def _next(self, lines: Iterator[dict[str, Any]]) -> Pending | None:
         if self._retries:
@@ -241,7 +245,8 @@ def read_lines(path: Path) -> Iterator[dict[str, Any]]:
 
 
 async def process_file(path: Path, save_path: Path, *, base_url: str, api_key: str, rpm: float,
-                       tpm: float, max_attempts: int, max_in_flight: int) -> Tracker:
+                       tpm: float, max_attempts: int, max_in_flight: int,
+                       loop_sleep_s: float = 0.0) -> Tracker:
     """Run every line of ``path`` and write one output line each to ``save_path``."""
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     headers = {"Authorization": f"Bearer {api_key}"}
@@ -250,7 +255,7 @@ async def process_file(path: Path, save_path: Path, *, base_url: str, api_key: s
         with save_path.open("w", encoding="utf-8") as out:
             processor = Processor(client, out, url=f"{base_url.rstrip('/')}/chat/completions",
                                   rpm=rpm, tpm=tpm, max_attempts=max_attempts,
-                                  max_in_flight=max_in_flight)
+                                  max_in_flight=max_in_flight, loop_sleep_s=loop_sleep_s)
             await processor.run(read_lines(path))
     return processor.tracker
 
@@ -269,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--tpm", type=float, default=2_000_000.0, help="tokens per minute")
     add("--max-attempts", type=int, default=5)
     add("--max-in-flight", type=int, default=128, help="concurrent requests at most")
+    add("--loop-sleep-ms", type=float, default=0.0,
+        help="sleep after each dispatch, as the cookbook's loop does (it sleeps 1 ms)")
     return parser
 
 
@@ -280,7 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracker = asyncio.run(process_file(
         args.requests_file, save_path, base_url=args.base_url,
         api_key=os.environ.get(args.api_key_env, ""), rpm=args.rpm, tpm=args.tpm,
-        max_attempts=args.max_attempts, max_in_flight=args.max_in_flight))
+        max_attempts=args.max_attempts, max_in_flight=args.max_in_flight,
+        loop_sleep_s=args.loop_sleep_ms / 1000))
     elapsed_s = time.monotonic() - started_s
     print(f"reference_client: {tracker.succeeded} succeeded, {tracker.failed} failed, "
           f"{tracker.rate_limited} rate limited, {tracker.retried} retried in {elapsed_s:.2f} s "
