@@ -53,8 +53,9 @@ def _log_settings() -> tuple[str, bool]:
     return settings.log_format, settings.log_each_job
 
 
-# Celery's loggers of the two INFO lines it writes for every job.
-PER_JOB_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+# Loggers that write an INFO line for every job: Celery's two (received, succeeded) and
+# httpx's (the provider request and its status).
+PER_JOB_LOGGERS = ("celery.app.trace", "celery.worker.strategy", "httpx")
 
 
 @after_setup_logger.connect

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import Task
+from celery.backends.base import DisabledBackend
 from celery.exceptions import Reject, Retry
 from redis import RedisError
 
@@ -19,7 +20,10 @@ log = logging.getLogger(__name__)
 
 # max_retries=None: corral counts attempts itself (CORRAL_MAX_ATTEMPTS) and ends every line
 # with a record; Celery's own cap (3 by default) would drop a line without one.
-@app.task(name=RUN_JOB_TASK, bind=True, max_retries=None)
+# backend: corral stores no task results. Celery's default keeps one result backend per thread,
+# and a gevent pool runs each task on a new greenlet, so it would build one for every job (about
+# a tenth of a gevent worker's time); this one stateless backend serves them all.
+@app.task(name=RUN_JOB_TASK, bind=True, max_retries=None, backend=DisabledBackend(app))
 def run_job(self: Task, batch_id: str, custom_id: str) -> None:
     """Run one line of a batch; a retryable failure comes back later as a new message."""
     with job_context(batch_id, custom_id):  # every log line of the job names its line

@@ -67,6 +67,10 @@ def test_every_line_ends_once_with_parseable_results_and_exact_cost(
     assert batch["request_counts"] == {"total": 240, "completed": 240, "failed": 0}
     banner_pool = {"threads": "(thread)", "gevent": "(gevent)"}[pool]
     assert all(f"concurrency: 8 {banner_pool}" in w.log_path.read_text() for w in workers)
+    # No log line per job by default (CORRAL_LOG_EACH_JOB): neither Celery's nor httpx's.
+    for worker in workers:
+        log_text = worker.log_path.read_text()
+        assert "succeeded in" not in log_text and "HTTP Request" not in log_text
     assert sorted(batch["models"]) == ["big", "small"]
 
     out = tmp_path / "out.jsonl"
