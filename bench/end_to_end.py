@@ -84,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[1, 2], help="worker process counts (comma list)")
     add("--contenders", type=lambda text: text.split(","), default=list(CONTENDERS),
         help=f"comma list of {', '.join(CONTENDERS)}")
-    add("--concurrency", type=int, default=64, help="threads per worker process")
+    add("--concurrency", type=int, default=64, help="threads per bare-threads process")
+    add("--corral-concurrency", type=int, default=None,
+        help="task slots per corral worker process (default: --concurrency)")
     add("--greenlets", type=int, default=64, help="greenlets per bare gevent process")
     add("--reference-in-flight", type=int, default=2,
         help="the reference client's concurrent requests (at 0 ms httpx's async client was "
@@ -115,7 +117,8 @@ def make_rows(args: argparse.Namespace) -> list[Row]:
         print("end_to_end: gevent is not installed (pip install -e '.[bench]'); "
               "skipping bare-gevent", file=sys.stderr)
         args.contenders = [name for name in args.contenders if name != "bare-gevent"]
-    slots = {"corral": args.concurrency, "corral-pre": args.concurrency,
+    corral_slots = args.corral_concurrency or args.concurrency
+    slots = {"corral": corral_slots, "corral-pre": corral_slots,
              "bare-threads": args.concurrency, "bare-gevent": args.greenlets,
              "reference": args.reference_in_flight, "cookbook": COOKBOOK_IN_FLIGHT}
     return [Row(name, processes, slots[name]) for name in args.contenders
@@ -217,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bodies = [line["body"] for line in upstream_lines]
     print(f"end_to_end: {args.lines} lines x {args.runs} runs; logs in {work_dir}",
           file=sys.stderr)
-    with OverheadStack(work_dir, concurrency=args.concurrency, rate_limiter=args.corral_limiter,
+    with OverheadStack(work_dir, concurrency=args.corral_concurrency or args.concurrency,
+                       rate_limiter=args.corral_limiter,
                        extra_env=dict(args.corral_env), corral_pool=args.corral_pool) as stack:
         for run in range(args.runs):
             for row in rows:

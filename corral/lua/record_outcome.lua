@@ -64,9 +64,10 @@ if call_counts ~= '' then
 end
 
 if ledger_entry ~= '' then
-  local entry = cjson.decode(ledger_entry)
-  entry['productive'] = (first == 1 and counter == 'completed')
-  redis.call('RPUSH', ledger, cjson.encode(entry))
+  -- The entry is a JSON object: "productive" goes in before its closing brace.
+  local productive = (first == 1 and counter == 'completed') and 'true' or 'false'
+  redis.call('RPUSH', ledger, string.sub(ledger_entry, 1, -2) .. ',"productive":' .. productive
+             .. '}')
 end
 
 if first == 0 then

@@ -43,14 +43,15 @@ local custom_id, lease_ms, holder = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HEXISTS', outcomes, custom_id) == 1 then
   return {'done', 0, false}
 end
-local state = redis.call('HMGET', meta, 'status', 'expires_at')
+local state = redis.call('HMGET', meta, 'status', 'expires_at', 'max_cost_nusd')
 if state[1] == false then
   return {'missing', 0, false}
 end
 if state[1] == 'cancelling' or state[1] == 'cancelled' then
   return {'cancelled', 0, false}
 end
-local now = tonumber(redis.call('TIME')[1])
+local time = redis.call('TIME')
+local now = tonumber(time[1])
 local expires_at = tonumber(state[2])
 if expires_at and now >= expires_at then
   return {'expired', 0, false}
@@ -64,12 +65,13 @@ if not redis.call('SET', lease, holder, 'NX', 'PX', lease_ms) then
 end
 local attempt = redis.call('HINCRBY', attempts, custom_id, 1)
 redis.call('HSET', inflight, custom_id .. '#' .. attempt, now)
-local budgeted = redis.call('HEXISTS', meta, 'max_cost_nusd')
+local budgeted = state[3] and 1 or 0
 if KEYS[7] and budgeted == 0 and attempt <= tonumber(ARGV[8]) then
   local tokens, model = string.match(request, '^{"tokens":(%d+),"model":"([^"\\]*)"')
   if tokens and model == ARGV[4] then
     local bucket = bucket_load(KEYS[7], tonumber(ARGV[5]), tonumber(ARGV[6]),
-                               tonumber(ARGV[7]), bucket_now(''))
+                               tonumber(ARGV[7]),
+                               now * 1000 + math.floor(tonumber(time[2]) / 1000))
     local taken = bucket_acquire(bucket, tonumber(tokens))
     if taken[1] == 1 then
       return {'run', attempt, request, budgeted, tonumber(tokens), taken[3], taken[4], taken[5]}
