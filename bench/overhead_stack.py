@@ -61,6 +61,7 @@ class OverheadStack(ExitStack):
                            dict(os.environ), work_dir)
         self.callback(sim.stop)
         self.base_url = sim.wait_for(SIM_READY).group(1).decode()
+        self.simulator_pid = sim.process.pid
         config_path = write_config(self.scenario, self.base_url, work_dir / "corral.toml")
         self.corral_env = child_env(self.scenario, mode=rate_limiter, config_path=config_path,
                                     api_key=self.api_key)
@@ -87,14 +88,26 @@ class OverheadStack(ExitStack):
         """The simulator's /_sim/stats."""
         return dict(self.http.get("/_sim/stats").json())
 
-    def start_corral_workers(self, processes: int, run_dir: Path) -> list[ChildProcess]:
-        """``processes`` corral workers (``corral_pool``) on the benchmark model, consuming."""
+    def start_corral_workers(self, processes: int, run_dir: Path, *, pool: str | None = None,
+                             concurrency: int | None = None,
+                             python: str | None = None) -> list[ChildProcess]:
+        """``processes`` corral workers (``corral_pool`` and the stack's concurrency unless
+        given) on the benchmark model, consuming; ``python``: another environment's
+        interpreter, whose installed corral they then run (to measure another commit)."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        workers = [ChildProcess(f"corral-worker-{index}", worker_command(
-            queues=[f"corral.{MODEL}"], concurrency=self.scenario.concurrency,
-            name=f"overhead-{os.getpid()}-{index}", pool=self.corral_pool), self.corral_env,
-            run_dir)
-            for index in range(processes)]
+        env = dict(self.corral_env)
+        # Another environment's worker runs in its log directory: Celery puts the working
+        # directory first on sys.path, and this checkout's modules must not shadow its own.
+        cwd = run_dir if python else None
+
+        def command(index: int) -> list[str]:
+            args = worker_command(
+                queues=[f"corral.{MODEL}"], concurrency=concurrency or self.scenario.concurrency,
+                name=f"overhead-{os.getpid()}-{index}", pool=pool or self.corral_pool)
+            return [python, *args[1:]] if python else args
+
+        workers = [ChildProcess(f"corral-worker-{index}", command(index), env, run_dir, cwd)
+                   for index in range(processes)]
         return self._ready(workers, WORKER_READY)
 
     def start_bare_workers(self, processes: int, *, pool: str, concurrency: int,

@@ -26,12 +26,13 @@ class ProcessFailedError(CorralError):
 class ChildProcess:
     """A child whose stderr goes to a log file that is watched for a readiness pattern."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path,
+                 cwd: Path | None = None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(args, env=env, stdout=self._log, stderr=self._log,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, cwd=cwd)
 
     def wait_for(self, pattern: re.Pattern[bytes], timeout_s: float = READY_TIMEOUT_S) \
             -> re.Match[bytes]:

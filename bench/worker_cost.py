@@ -1,0 +1,146 @@
+"""CPU per line: what one worker process, Redis and the simulator spend on each line.
+
+Throughput at 0 ms swings by ±15% between runs on a shared 2-core machine; CPU time per line
+(read from /proc when a worker is ready and when its last line has ended) is steadier, and it
+is what sets a CPU-bound worker's rate. For each ``--setups`` entry (pool:slots) and round,
+corral runs ``--lines`` lines (submitted first, then one worker process started) and so does
+the bare Celery task of ``bench.bare_task`` (the same POST, nothing stored); ``--also
+NAME=PYTHON`` adds corral's worker from another environment (``pip install .`` of another
+commit into a venv), to compare commits side by side::
+
+    python -m bench.worker_cost --lines 10000 --runs 3 --setups threads:8,gevent:64 \\
+        --also before=/tmp/before-venv/bin/python
+
+Linux only (/proc). Redis must run on this machine at 127.0.0.1:6379 (its CPU is read too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import bare_task
+from bench.harness import MODEL, UPSTREAM, stop_all, submit, wait_for_end
+from bench.overhead_runs import run_timeout_s
+from bench.overhead_stack import MAX_TOKENS, OverheadStack, RunInvalidError
+from bench.report import cell, machine, machine_line, median, table
+from bench.workload import make_lines, write_jsonl
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+STALL_S = 60.0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """One run: lines/s from the worker being ready to the last line, and CPU ms per line."""
+
+    rate: float
+    worker_ms: float
+    redis_ms: float
+    simulator_ms: float
+
+
+def measure(stack: OverheadStack, contender: str, pool: str, slots: int, lines: int,
+            batch_file: Path, bodies: list[dict], run_dir: Path, python: str | None) -> Cost:
+    """Queue every line, start one worker process (corral's from ``python``'s environment when
+    given), and time it until the lines have ended."""
+    stack.reset()
+    redis_pid = int(stack.redis.info("server")["process_id"])
+    batch_id = ""
+    if contender != "bare":
+        batch_id = submit(batch_file, stack.corral_env)
+        workers = stack.start_corral_workers(1, run_dir, pool=pool, concurrency=slots,
+                                             python=python)
+    else:
+        bare_task.enqueue(bodies)
+        workers = stack.start_bare_workers(1, pool=pool, concurrency=slots, run_dir=run_dir)
+    pids = (workers[0].process.pid, redis_pid, stack.simulator_pid)
+    try:
+        started_s, before = time.monotonic(), [cpu_s(pid) for pid in pids]
+        if contender != "bare":
+            batch, unfinished = wait_for_end(stack.redis, batch_id, f"{stack.base_url}/_sim/stats",
+                                             timeout_s=run_timeout_s(lines), stall_s=STALL_S)
+            if unfinished or batch["request_counts"]["completed"] != lines:
+                raise RunInvalidError(f"batch {batch['status']} {unfinished}: "
+                                      f"{batch['request_counts']}")
+        else:
+            stack.wait_for_calls(lines, timeout_s=run_timeout_s(lines), stall_s=STALL_S)
+        elapsed_s, after = time.monotonic() - started_s, [cpu_s(pid) for pid in pids]
+    finally:
+        stop_all(workers)
+    spent_ms = [(end - start) * 1000 / lines for start, end in zip(before, after, strict=True)]
+    return Cost(lines / elapsed_s, *spent_ms)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's flags."""
+    parser = argparse.ArgumentParser(prog="python -m bench.worker_cost",
+                                     description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--lines", type=int, default=10_000)
+    add("--runs", type=int, default=3, help="rounds; the table shows medians")
+    add("--setups", type=lambda text: [(item.split(":")[0], int(item.split(":")[1]))
+                                       for item in text.split(",")],
+        default=[("threads", 8), ("gevent", 64)], help="pool:slots list")
+    add("--contenders", type=lambda text: text.split(","), default=["corral", "bare"],
+        help="comma list of corral, bare")
+    add("--also", action="append", default=[], metavar="NAME=PYTHON",
+        help="another corral: the worker of that interpreter's environment (repeatable)")
+    add("--corral-env", action="append", default=["CORRAL_TASK_EVENTS=false"],
+        metavar="CORRAL_X=VALUE", help="a setting for corral's processes (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Alternate the contenders and setups ``--runs`` times; print medians per row."""
+    args = build_parser().parse_args(argv)
+    info = machine()
+    work_dir = Path(tempfile.mkdtemp(prefix="corral-worker-cost-"))
+    lines = make_lines(args.lines, model=MODEL, min_chars=120, max_chars=360,
+                       max_tokens=MAX_TOKENS, seed=0)
+    batch_file = write_jsonl(lines, work_dir / "batch.jsonl")
+    bodies = [{**line["body"], "model": UPSTREAM} for line in lines]
+    extra_env = dict(setting.split("=", 1) for setting in args.corral_env)
+    extra_env.setdefault("CORRAL_QUEUE_DEPTH", str(args.lines))  # all queued: no feeder
+    others = dict(item.split("=", 1) for item in args.also)
+    contenders = [*others, *args.contenders]
+    rows: dict[tuple[str, str, int], list[Cost]] = {}
+    with OverheadStack(work_dir, concurrency=8, rate_limiter="shared",
+                       extra_env=extra_env) as stack:
+        for run in range(args.runs):
+            for contender in contenders:
+                for pool, slots in args.setups:
+                    name = f"{contender}-{pool}-{slots}-run{run + 1}"
+                    cost = measure(stack, contender, pool, slots, args.lines, batch_file, bodies,
+                                   work_dir / name, others.get(contender))
+                    print(f"worker_cost: {name}: {cost}", file=sys.stderr)
+                    rows.setdefault((contender, pool, slots), []).append(cost)
+    header = ("contender", "pool", "slots", "lines/s", "worker ms/line", "redis ms/line",
+              "simulator ms/line")
+    print(f"{args.lines} lines, one worker process, simulator at 0 ms, limits far above the "
+          f"load, {', '.join(args.corral_env)}; medians of {args.runs} run(s):")
+    print(table(header, [
+        (contender, pool, str(slots),
+         cell(median([cost.rate for cost in costs])),
+         cell(median([cost.worker_ms for cost in costs]), 3),
+         cell(median([cost.redis_ms for cost in costs]), 3),
+         cell(median([cost.simulator_ms for cost in costs]), 3))
+        for (contender, pool, slots), costs in rows.items()]))
+    print(machine_line(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
