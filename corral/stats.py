@@ -9,7 +9,9 @@ Per call (duplicates included, like the cost ledger): `calls` (provider answers 
 `output_tokens`, `cost_nusd` (nano-USD at our price), `latency_ms_sum`, `latency_count`, and
 `latency_le_<ms>` (calls no slower than that bucket and slower than the one below).
 Per line, moved only by its first terminal record: `completed`, `failed`, `failed:<code>`.
-Per line, moved by the producer: `enqueued`.
+Per line, moved by the producer: `enqueued`; by a fallback, in the batch's hash only:
+`rerouted` (+1 on the model the line went to, -1 on the one it left), so a model's lines in
+flight are `enqueued + rerouted - completed - failed`.
 """
 
 from __future__ import annotations

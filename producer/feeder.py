@@ -118,7 +118,8 @@ class Feeder:
             if cursor.fed >= cursor.lines:
                 continue
             counts = live.get(cursor.model, {})
-            in_system = cursor.fed - counts.get("completed", 0) - counts.get("failed", 0)
+            in_system = (cursor.fed + counts.get("rerouted", 0) - counts.get("completed", 0)
+                         - counts.get("failed", 0))
             room = min(self._share(cursor.model, now) - in_system, cursor.lines - cursor.fed,
                        CHUNK_LINES)
             if room > 0:

@@ -147,8 +147,9 @@ class BatchWatch:
             scope = self._scopes.get(model)
             done, failed = values.get("completed", 0), values.get("failed", 0)
             # Sent to the queue and not ended: waiting in the broker, running, or waiting to
-            # retry. Lines moved by a fallback or `corral retry` could make it dip below zero.
-            queued = max(values.get("enqueued", 0) - done - failed, 0)
+            # retry. Lines `corral retry` sends again could make it dip below zero.
+            queued = max(values.get("enqueued", 0) + values.get("rerouted", 0) - done - failed,
+                         0)
             requests = _per_period(tracker.rate_per_s(model, "calls"), self._period_s)
             tokens = _per_period(tracker.rate_per_s(model, "input_tokens", "output_tokens"),
                                  self._period_s)

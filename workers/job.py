@@ -227,6 +227,9 @@ class JobRunner:
         pipe.delete(keys.lease(custom_id))
         pipe.hdel(keys.inflight, call)
         _count(pipe, keys, model.name, stats)
+        # The line is now in flight on the fallback's queue, no longer on this model's.
+        pipe.hincrby(keys.stats, stat_field(model.name, "rerouted"), -1)
+        pipe.hincrby(keys.stats, stat_field(fallback.name, "rerouted"), 1)
         pipe.execute()
         self._send_jobs(batch_id, [(custom_id, fallback.queue)])
         log.info("line %s/%s re-routed from %s to %s", batch_id, custom_id, model.name,

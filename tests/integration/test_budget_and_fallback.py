@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from corral.redis_keys import BatchKeys
+from corral.stats import by_model
 from producer.costs import batch_cost
 from producer.views import wait_for_batch
 from tests.integration.helpers import assert_complete, request, write_jsonl
@@ -64,3 +65,29 @@ def test_context_length_exceeded_reroutes_once_to_the_fallback(tmp_path: Path, r
         records["long"]["route"]["reason"]
     assert records["short"]["route"]["model"] == "small"
     assert sim.stats()["by_status"]["400"] == 1
+
+
+def test_lines_that_fall_back_leave_their_models_share_so_the_feeder_goes_on(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    # Every line overflows small's context and falls back to big. The feeder may keep only 2
+    # lines of small in flight: counted as still in flight there, the first two would stop it.
+    sim = start_simulator("--model", "sim-small:ctx=50", "--model", "sim-big")
+    config = write_config(f"{sim.base_url}/v1")
+    config.write_text(config.read_text().replace(
+        'aliases = ["cheap"]', 'aliases = ["cheap"]\nfallback = "big"'))
+    lines = 8
+    batch_file = write_jsonl(tmp_path / "f.jsonl", [request(f"long-{i}", "small", "x" * 400)
+                                                    for i in range(lines)])
+    submitted = corral("submit", str(batch_file), config=config,
+                       env_extra={"CORRAL_QUEUE_DEPTH": "2"})
+    assert submitted.returncode == 0, submitted.stderr
+    batch_id = submitted.stdout.strip()
+    start_workers(config, ["corral.small", "corral.big"])
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["request_counts"] == {"total": lines, "completed": lines, "failed": 0}
+    live = by_model(redis_client.hgetall(BatchKeys(batch_id).stats))
+    assert live["small"]["rerouted"] == -lines and live["big"]["rerouted"] == lines
+    for counts in live.values():  # nothing left in flight on either model
+        assert counts.get("enqueued", 0) + counts["rerouted"] == \
+            counts.get("completed", 0) + counts.get("failed", 0)
