@@ -11,15 +11,16 @@ its httpx clients follows the pool, each in the set-up DESIGN §4 measured as it
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 from celery import Celery
 from celery.signals import worker_ready
+
+from workers.provider_client import HttpClients
 
 TASK_NAME = "bench.bare_call"
 QUEUE = "bench.bare"
@@ -43,47 +44,28 @@ def _say_ready(**_: object) -> None:
     print(f"{READY_LINE} pid {os.getpid()}", file=sys.stderr, flush=True)
 
 
-class Clients:
-    """This process's httpx clients, in the set-up ``CLIENTS_ENV`` names; built lazily."""
-
-    def __init__(self, setup: str) -> None:
-        if setup not in CLIENT_SETUPS:
-            raise ValueError(f"{CLIENTS_ENV} must be one of {CLIENT_SETUPS}, not {setup!r}")
-        self._setup = setup
-        self._shared: httpx.Client | None = None
-        self._free: list[httpx.Client] = []
-
-    @staticmethod
-    def _new() -> httpx.Client:
-        return httpx.Client(
-            base_url=os.environ[BASE_URL_ENV],
-            headers={"Authorization": f"Bearer {os.environ.get(KEY_ENV, '')}"},
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-            timeout=httpx.Timeout(120.0, connect=10.0))
-
-    @contextmanager
-    def client(self) -> Iterator[httpx.Client]:
-        """A client for one call: the shared one, or one taken off the free list."""
-        if self._setup == "shared":
-            if self._shared is None:
-                self._shared = self._new()  # a race here costs one spare client, no harm
-            yield self._shared
-            return
-        # list.pop/append never yield to another greenlet: no lock is needed under gevent.
-        taken = self._free.pop() if self._free else self._new()
-        try:
-            yield taken
-        finally:
-            self._free.append(taken)
+def _new_client() -> httpx.Client:
+    return httpx.Client(
+        base_url=os.environ[BASE_URL_ENV],
+        headers={"Authorization": f"Bearer {os.environ.get(KEY_ENV, '')}"},
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        timeout=httpx.Timeout(120.0, connect=10.0))
 
 
-_clients = Clients(os.environ.get(CLIENTS_ENV, "shared"))
+@functools.cache
+def _clients() -> HttpClients:
+    """This worker's httpx clients in the set-up ``CLIENTS_ENV`` names (corral's workers
+    choose between the same two); made at the first task, not where tasks are only sent."""
+    setup = os.environ.get(CLIENTS_ENV, "shared")
+    if setup not in CLIENT_SETUPS:
+        raise ValueError(f"{CLIENTS_ENV} must be one of {CLIENT_SETUPS}, not {setup!r}")
+    return HttpClients(_new_client, shared=setup == "shared")
 
 
 @app.task(name=TASK_NAME)
 def bare_call(body: dict[str, Any]) -> None:
     """POST ``body`` to the chat completions endpoint; fail on a non-2xx; keep nothing."""
-    with _clients.client() as client:
+    with _clients().checkout() as client:
         client.post("/chat/completions", json=body).raise_for_status()
 
 

@@ -10,8 +10,7 @@ Per call (duplicates included, like the cost ledger): `calls` (provider answers 
 `latency_le_<ms>` (calls no slower than that bucket and slower than the one below).
 Per line, moved only by its first terminal record: `completed`, `failed`, `failed:<code>`.
 Per line, moved by the producer: `enqueued`; by a fallback, in the batch's hash only:
-`rerouted` (+1 on the model the line went to, -1 on the one it left), so a model's lines in
-flight are `enqueued + rerouted - completed - failed`.
+`rerouted` (+1 on the model the line went to, -1 on the one it left): see `lines_in_flight`.
 """
 
 from __future__ import annotations
@@ -65,6 +64,15 @@ class CallStats:
                           cached_tokens=self.usage.cached_tokens,
                           output_tokens=self.usage.completion_tokens, cost_nusd=self.cost_nusd)
         return {name: amount for name, amount in counts.items() if amount}
+
+
+def lines_in_flight(counts: Mapping[str, int], sent: int | None = None) -> int:
+    """A model's lines sent and not ended (queued, running or waiting to retry): `sent`
+    (default: its `enqueued` counter) plus the lines fallbacks moved to it, minus those that
+    ended under it."""
+    sent = counts.get("enqueued", 0) if sent is None else sent
+    return (sent + counts.get("rerouted", 0) - counts.get("completed", 0)
+            - counts.get("failed", 0))
 
 
 def by_model(raw: Mapping[str, str]) -> dict[str, dict[str, int]]:

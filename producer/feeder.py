@@ -29,7 +29,7 @@ from corral.config import CorralConfig
 from corral.errors import CorralError
 from corral.jobs import send_jobs
 from corral.redis_keys import BatchKeys, feeding_key
-from corral.stats import by_model, stat_field
+from corral.stats import by_model, lines_in_flight, stat_field
 from producer.spool import model_file, read_model_lines
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,7 @@ class Feeder:
             if cursor.fed >= cursor.lines:
                 continue
             counts = live.get(cursor.model, {})
-            in_system = (cursor.fed + counts.get("rerouted", 0) - counts.get("completed", 0)
-                         - counts.get("failed", 0))
+            in_system = lines_in_flight(counts, sent=cursor.fed)
             room = min(self._share(cursor.model, now) - in_system, cursor.lines - cursor.fed,
                        CHUNK_LINES)
             if room > 0:

@@ -21,7 +21,7 @@ from rich.text import Text
 from corral.config import CorralConfig, RateScope
 from corral.errors import ConfigError
 from corral.redis_keys import BatchKeys
-from corral.stats import by_model
+from corral.stats import by_model, lines_in_flight
 from producer import lifecycle
 from producer.batches import batch_object, is_terminal, list_batches
 from producer.feeder import feed_state
@@ -148,8 +148,7 @@ class BatchWatch:
             done, failed = values.get("completed", 0), values.get("failed", 0)
             # Sent to the queue and not ended: waiting in the broker, running, or waiting to
             # retry. Lines `corral retry` sends again could make it dip below zero.
-            queued = max(values.get("enqueued", 0) + values.get("rerouted", 0) - done - failed,
-                         0)
+            queued = max(lines_in_flight(values), 0)
             requests = _per_period(tracker.rate_per_s(model, "calls"), self._period_s)
             tokens = _per_period(tracker.rate_per_s(model, "input_tokens", "output_tokens"),
                                  self._period_s)
