@@ -1,9 +1,10 @@
-"""CPU per line: what one worker process, Redis and the simulator spend on each line.
+"""CPU per line: what the worker processes, Redis, the simulator and the whole machine spend.
 
 Throughput at 0 ms swings by ±15% between runs on a shared 2-core machine; CPU time per line
-(read from /proc when a worker is ready and when its last line has ended) is steadier, and it
-is what sets a CPU-bound worker's rate. For each ``--setups`` entry (pool:slots) and round,
-corral runs ``--lines`` lines (submitted first, then one worker process started) and so does
+(read from /proc when the workers are ready and when the last line has ended) is steadier, and
+it is what sets a CPU-bound fleet's rate. For each ``--setups`` entry (pool:slots) and round,
+corral runs ``--lines`` lines (submitted first, then ``--processes`` workers started; with
+``--queue-depth`` below the batch, its feeder runs too, and counts in the machine's) and so does
 the bare Celery task of ``bench.bare_task`` (the same POST, nothing stored); ``--also
 NAME=PYTHON`` adds corral's worker from another environment (``pip install .`` of another
 commit into a venv), to compare commits side by side::
@@ -36,6 +37,13 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 STALL_S = 60.0
 
 
+def machine_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine so far (every core; /proc/stat, idle and iowait
+    left out)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS_PER_S
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -44,31 +52,40 @@ def cpu_s(pid: int) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Cost:
-    """One run: lines/s from the worker being ready to the last line, and CPU ms per line."""
+    """One run: lines/s from the workers being ready to the last line, and CPU ms per line
+    (the workers', Redis's, the simulator's, and the whole machine's)."""
 
     rate: float
     worker_ms: float
     redis_ms: float
     simulator_ms: float
+    machine_ms: float
 
 
 def measure(stack: OverheadStack, contender: str, pool: str, slots: int, lines: int,
-            batch_file: Path, bodies: list[dict], run_dir: Path, python: str | None) -> Cost:
-    """Queue every line, start one worker process (corral's from ``python``'s environment when
-    given), and time it until the lines have ended."""
+            batch_file: Path, bodies: list[dict], run_dir: Path, python: str | None, *,
+            processes: int = 1) -> Cost:
+    """Queue every line, start ``processes`` worker processes (corral's from ``python``'s
+    environment when given), and time them until the lines have ended."""
     stack.reset()
     redis_pid = int(stack.redis.info("server")["process_id"])
     batch_id = ""
     if contender != "bare":
         batch_id = submit(batch_file, stack.corral_env)
-        workers = stack.start_corral_workers(1, run_dir, pool=pool, concurrency=slots,
-                                             python=python)
+        workers = stack.start_corral_workers(processes, run_dir, pool=pool,
+                                             concurrency=slots, python=python)
     else:
         bare_task.enqueue(bodies)
-        workers = stack.start_bare_workers(1, pool=pool, concurrency=slots, run_dir=run_dir)
-    pids = (workers[0].process.pid, redis_pid, stack.simulator_pid)
+        workers = stack.start_bare_workers(processes, pool=pool, concurrency=slots,
+                                           run_dir=run_dir)
+    worker_pids = [worker.process.pid for worker in workers]
+
+    def cpu_now() -> list[float]:
+        return [sum(cpu_s(pid) for pid in worker_pids), cpu_s(redis_pid),
+                cpu_s(stack.simulator_pid), machine_cpu_s()]
+
     try:
-        started_s, before = time.monotonic(), [cpu_s(pid) for pid in pids]
+        started_s, before = time.monotonic(), cpu_now()
         if contender != "bare":
             batch, unfinished = wait_for_end(stack.redis, batch_id, f"{stack.base_url}/_sim/stats",
                                              timeout_s=run_timeout_s(lines), stall_s=STALL_S)
@@ -77,7 +94,7 @@ def measure(stack: OverheadStack, contender: str, pool: str, slots: int, lines: 
                                       f"{batch['request_counts']}")
         else:
             stack.wait_for_calls(lines, timeout_s=run_timeout_s(lines), stall_s=STALL_S)
-        elapsed_s, after = time.monotonic() - started_s, [cpu_s(pid) for pid in pids]
+        elapsed_s, after = time.monotonic() - started_s, cpu_now()
     finally:
         stop_all(workers)
     spent_ms = [(end - start) * 1000 / lines for start, end in zip(before, after, strict=True)]
@@ -96,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[("threads", 8), ("gevent", 64)], help="pool:slots list")
     add("--contenders", type=lambda text: text.split(","), default=["corral", "bare"],
         help="comma list of corral, bare")
+    add("--processes", type=int, default=1, help="worker processes per run")
+    add("--queue-depth", type=int, default=None,
+        help="CORRAL_QUEUE_DEPTH (default: the whole batch, so no feeder runs)")
     add("--also", action="append", default=[], metavar="NAME=PYTHON",
         help="another corral: the worker of that interpreter's environment (repeatable)")
     add("--corral-env", action="append", default=["CORRAL_TASK_EVENTS=false"],
@@ -113,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch_file = write_jsonl(lines, work_dir / "batch.jsonl")
     bodies = [{**line["body"], "model": UPSTREAM} for line in lines]
     extra_env = dict(setting.split("=", 1) for setting in args.corral_env)
-    extra_env.setdefault("CORRAL_QUEUE_DEPTH", str(args.lines))  # all queued: no feeder
+    extra_env.setdefault("CORRAL_QUEUE_DEPTH", str(args.queue_depth or args.lines))
     others = dict(item.split("=", 1) for item in args.also)
     contenders = [*others, *args.contenders]
     rows: dict[tuple[str, str, int], list[Cost]] = {}
@@ -124,19 +144,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for pool, slots in args.setups:
                     name = f"{contender}-{pool}-{slots}-run{run + 1}"
                     cost = measure(stack, contender, pool, slots, args.lines, batch_file, bodies,
-                                   work_dir / name, others.get(contender))
+                                   work_dir / name, others.get(contender),
+                                   processes=args.processes)
                     print(f"worker_cost: {name}: {cost}", file=sys.stderr)
                     rows.setdefault((contender, pool, slots), []).append(cost)
-    header = ("contender", "pool", "slots", "lines/s", "worker ms/line", "redis ms/line",
-              "simulator ms/line")
-    print(f"{args.lines} lines, one worker process, simulator at 0 ms, limits far above the "
-          f"load, {', '.join(args.corral_env)}; medians of {args.runs} run(s):")
+    header = ("contender", "pool", "slots", "lines/s", "workers ms/line", "redis ms/line",
+              "simulator ms/line", "machine ms/line")
+    print(f"{args.lines} lines, {args.processes} worker process(es), simulator at 0 ms, "
+          f"limits far above the load, {', '.join(args.corral_env)}; "
+          f"medians of {args.runs} run(s):")
     print(table(header, [
         (contender, pool, str(slots),
          cell(median([cost.rate for cost in costs])),
          cell(median([cost.worker_ms for cost in costs]), 3),
          cell(median([cost.redis_ms for cost in costs]), 3),
-         cell(median([cost.simulator_ms for cost in costs]), 3))
+         cell(median([cost.simulator_ms for cost in costs]), 3),
+         cell(median([cost.machine_ms for cost in costs]), 3))
         for (contender, pool, slots), costs in rows.items()]))
     print(machine_line(info))
     return 0

@@ -2,7 +2,8 @@
 
 A model may have `queue_depth` lines of all batches in the system at once (queued, running,
 or waiting to retry). Batches feeding one model share that depth equally, so a small batch
-submitted after a large one waits behind at most one share of it, not all of it. The cursor
+submitted after a large one waits behind at most one share of it, not all of it. A share is
+topped up in chunks (once a quarter of it, or 1,000 lines, has room), not line by line. The cursor
 (lines and bytes fed per model) lives in the batch's meta, so a restarted feeder goes on
 where the last one stopped; at most the last chunk is sent twice, and a line's lease or
 record makes a second message a no-op.
@@ -35,6 +36,7 @@ from producer.spool import model_file, read_model_lines
 log = logging.getLogger(__name__)
 
 CHUNK_LINES = 1000
+REFILL_PARTS = 4  # a share is topped up once a quarter of it has room (or a chunk's worth)
 IDLE_S = 0.2
 LOCK_MS = 5_000
 FEEDING_TTL_S = 10
@@ -119,9 +121,12 @@ class Feeder:
                 continue
             counts = live.get(cursor.model, {})
             in_system = lines_in_flight(counts, sent=cursor.fed)
-            room = min(self._share(cursor.model, now) - in_system, cursor.lines - cursor.fed,
-                       CHUNK_LINES)
-            if room > 0:
+            share = self._share(cursor.model, now)
+            room = min(share - in_system, cursor.lines - cursor.fed, CHUNK_LINES)
+            # In chunks, not line by line as lines end: each top-up costs the feeder and
+            # Redis a dozen calls, and the queue still holds the rest of the share.
+            if room >= min(max(1, share // REFILL_PARTS), cursor.lines - cursor.fed,
+                           CHUNK_LINES):
                 sent += self._send(state.spool, cursor, room)
         return sent
 
