@@ -90,6 +90,7 @@ def test_refund_gives_tokens_back_but_not_the_request(redis_client) -> None:
 def test_a_report_raises_levels_by_what_was_admitted_after_that_call(redis_client) -> None:
     store = RedisBucketStore(redis_client, period_s=PERIOD_S)
     first = store.acquire(SCOPE, 1, now_ms=0).admission
+    assert first is not None and (first.requests_left, first.tokens_left) == (59, 5999)
     assert drain(store, 1, now_ms=0) == 59  # 59 more admitted after the first call
     # A sliding-window provider whose window moved on reports 70 left after the first call;
     # we have admitted 59 since, so 11 are ours to use now.

@@ -97,6 +97,32 @@ def test_an_answer_passes_on_what_the_provider_has_left_and_silence_costs_nothin
                               "admission": None, "pipe": None}]
 
 
+def test_a_report_is_synced_only_when_a_bucket_may_bind_or_the_provider_has_less() -> None:
+    store = ScriptedStore()
+    limiter = limiter_for(store, FakeClock())
+    # SCOPE: 100 requests and 10,000 tokens a period; the slack is a tenth of each.
+    headers = {"x-ratelimit-remaining-requests": "85", "x-ratelimit-remaining-tokens": "8900"}
+    full = Admission(1, 40, 0, requests_left=90, tokens_left=9500)
+    limiter.settle(SCOPE, 40, full, headers=headers)
+    assert store.settled == []  # more than half left, and the provider about the same
+    synced = [
+        Admission(1, 40, 0, requests_left=49, tokens_left=9500),  # requests under half
+        Admission(1, 40, 0, requests_left=90, tokens_left=4999),  # tokens under half
+        Admission(1, 40, 0, requests_left=96, tokens_left=9500),  # provider 11 requests lower
+        Admission(1, 40, 0, requests_left=90, tokens_left=10_000),  # 1,100 tokens lower
+        Admission(1, 40, 0),  # levels not known (taken by an older worker)
+    ]
+    for admission in synced:
+        limiter.settle(SCOPE, 40, admission, headers=headers)
+    assert [call["admission"] for call in store.settled] == synced
+    store.settled.clear()
+    limiter.settle(SCOPE, 40, Admission(1, 40, 0, requests_left=96, tokens_left=9500),
+                   headers={"x-ratelimit-remaining-tokens": "9000"})
+    assert store.settled == []  # an unreported dimension is not compared
+    limiter.settle(SCOPE, 40, full, headers=headers, rate_limited=True)
+    assert [call["refund_tokens"] for call in store.settled] == [40]  # a 429 always settles
+
+
 def test_one_poller_per_scope_per_process() -> None:
     inside = threading.Semaphore(1)
     overlaps: list[bool] = []

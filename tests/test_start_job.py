@@ -58,11 +58,12 @@ def test_the_stored_job_starts_with_its_charge_and_model() -> None:
 
 def test_a_start_takes_one_request_and_the_lines_tokens_as_acquire_does(
         redis_client: redis.Redis, keys: BatchKeys) -> None:
-    verdict, attempt, raw_job, budgeted, tokens, requests_total, tokens_total, at_ms = start(
-        redis_client, keys, "a")
+    (verdict, attempt, raw_job, budgeted, tokens, requests_total, tokens_total, at_ms,
+     requests_left, tokens_left) = start(redis_client, keys, "a")
     assert (verdict, attempt, budgeted, tokens) == ("run", 1, 0, TOKENS)
     assert json.loads(raw_job)["body"] == BODY
     assert (requests_total, tokens_total) == (1, TOKENS) and at_ms > 0
+    assert (requests_left, tokens_left) == (59, 6000 - TOKENS)  # the levels it left
     # The same hash bucket.lua keeps: its own acquire counts on from there.
     store = RedisBucketStore(redis_client, period_s=PERIOD_S)
     admission = store.acquire(SCOPE, 10).admission

@@ -18,11 +18,14 @@ from corral.redis_keys import bucket_key
 
 @dataclass(frozen=True)
 class Admission:
-    """Where an admitted call stands in the scope's running totals, for settling it later."""
+    """Where an admitted call stands in the scope's running totals, for settling it later, and
+    the levels it left (None: not known)."""
 
     requests_total: int
     tokens_total: int
     at_ms: int
+    requests_left: int | None = None
+    tokens_left: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,8 @@ class RedisBucketStore:
 
     def acquire(self, scope: RateScope, tokens: int, now_ms: int | None = None) -> Decision:
         """Take one request and `tokens` tokens, both or neither."""
-        allowed, wait_ms, requests_total, tokens_total, at_ms = self._call(
-            "acquire", scope, now_ms, tokens)
-        admission = Admission(int(requests_total), int(tokens_total), int(at_ms)) \
-            if allowed == 1 else None
+        allowed, wait_ms, *taken = self._call("acquire", scope, now_ms, tokens)
+        admission = Admission(*map(int, taken)) if allowed == 1 else None
         return Decision(allowed=allowed == 1, wait_ms=int(wait_ms), never=allowed == -1,
                         admission=admission)
 

@@ -19,6 +19,10 @@ from workers.rate_limit_headers import Remaining, parse_remaining
 
 DEFAULT_COOLDOWN_MS = 1000  # a 429 without Retry-After still shuts the scope briefly
 POLL_JITTER_SHARE = 0.1  # spreads the pollers of different processes apart
+# A provider's report is not synced while the call left more than this share of a bucket...
+FAR_LEVEL_SHARE = 0.5
+# ... and the provider has at most this share of the capacity less left than the call did.
+SYNC_SLACK_SHARE = 0.1
 
 
 class NoCallMadeError(Exception):
@@ -118,8 +122,9 @@ class RateLimiter:
         second); an answer's x-ratelimit-remaining-* headers sync the shared levels.
         """
         remaining = parse_remaining(headers)
-        if not rate_limited and remaining == Remaining(None, None):
-            return  # nothing learned: no Redis call
+        if not rate_limited and (remaining == Remaining(None, None)
+                                 or _far_from_binding(scope, admission, remaining)):
+            return  # nothing learned, or nothing that matters now: no Redis call
         cooldown_ms = None
         if rate_limited:
             cooldown_ms = DEFAULT_COOLDOWN_MS if retry_after_s is None \
@@ -127,3 +132,26 @@ class RateLimiter:
         self._store.settle(scope, refund_tokens=tokens if rate_limited else None,
                            cooldown_ms=cooldown_ms, remaining_requests=remaining.requests,
                            remaining_tokens=remaining.tokens, admission=admission, pipe=pipe)
+
+
+def _far_from_binding(scope: RateScope, admission: Admission | None,
+                      remaining: Remaining) -> bool:
+    """Whether syncing to the provider's report can wait: the call left our buckets more than
+    half full, and the provider reports about as much left (or more).
+
+    A sync only moves a level by about how far the report is from what the call left
+    (bucket.lua), so it could only lower ours by less than the slack, and a raise is of no use
+    while the bucket is far from empty. Each report is compared afresh: a provider whose levels
+    fall behind ours by more than the slack is synced; so is every report once a level is
+    below half. Saves a script call per answer at high throughput.
+    """
+    if admission is None:
+        return False
+    for left, reported, capacity in ((admission.requests_left, remaining.requests, scope.rpm),
+                                     (admission.tokens_left, remaining.tokens, scope.tpm)):
+        if reported is None:
+            continue
+        if left is None or left < capacity * FAR_LEVEL_SHARE \
+                or reported < left - capacity * SYNC_SLACK_SHARE:
+            return False
+    return True

@@ -21,9 +21,10 @@
 -- ARGV[5] now_ms      current time (ms), or "" to use the Redis server clock
 -- acquire:
 --   ARGV[6] tokens    tokens to take with one request
---   returns {allowed, wait_ms, nr, nt, now_ms}; allowed is 1 (taken; nr/nt/now_ms are this
---   call's admission, to pass back to settle), 0 (nothing taken: try again after wait_ms) or
---   -1 (tokens > tpm: can never fit)
+--   returns {allowed, wait_ms, nr, nt, now_ms[, requests_left, tokens_left]}; allowed is 1
+--   (taken; nr/nt/now_ms are this call's admission, to pass back to settle, and the levels
+--   left after it are appended), 0 (nothing taken: try again after wait_ms) or -1
+--   (tokens > tpm: can never fit)
 -- settle (every argument may be "" for "no change"):
 --   ARGV[6] refund_tokens       tokens to give back (a 429'd call that the server did not charge)
 --   ARGV[7] cooldown_ms         shut the scope for this long from now (extends, never shortens)

@@ -35,8 +35,8 @@ local function bucket_save(b, ttl_from)
   redis.call('PEXPIRE', b.key, math.max(ttl_from - b.now, 0) + 2 * b.period_ms)
 end
 
--- Take one request and `tokens` tokens, both or neither: {allowed, wait_ms, nr, nt, now_ms}
--- (see bucket.lua's acquire).
+-- Take one request and `tokens` tokens, both or neither:
+-- {allowed, wait_ms, nr, nt, now_ms, requests_left, tokens_left} (see bucket.lua's acquire).
 local function bucket_acquire(b, tokens)
   if tokens > b.tpm then
     return {-1, 0, 0, 0, b.now}
@@ -48,7 +48,7 @@ local function bucket_acquire(b, tokens)
     b.r, b.t = b.r - 1, b.t - tokens
     b.nr, b.nt = b.nr + 1, b.nt + tokens
     bucket_save(b, b.now)
-    return {1, 0, b.nr, b.nt, b.now}
+    return {1, 0, b.nr, b.nt, b.now, math.floor(b.r), math.floor(b.t)}
   end
   local wait_r = (1 - b.r) * b.period_ms / b.rpm
   local wait_t = (tokens - b.t) * b.period_ms / b.tpm

@@ -22,9 +22,10 @@
 -- budget is reserved before capacity), this attempt may call, and the buckets hold it now;
 -- otherwise nothing is taken and the worker waits for capacity on its own.
 --
--- Returns {verdict, attempt, request, budgeted[, tokens, nr, nt, now_ms]}; budgeted is 1 when
--- the batch has a spending cap (max_cost_nusd); the last four are there when the capacity was
--- taken (bucket.lua's admission, to settle the call with); verdict is
+-- Returns {verdict, attempt, request, budgeted[, tokens, nr, nt, now_ms, requests_left,
+-- tokens_left]}; budgeted is 1 when the batch has a spending cap (max_cost_nusd); the rest is
+-- there when the capacity was taken (bucket.lua's admission, to settle the call with); verdict
+-- is
 --   "done"      the line has its record: skip (a redelivery or duplicate)
 --   "leased"    another worker is running it now: try this message again after the lease's
 --               remaining time (attempt = that time in ms), never drop it
@@ -74,7 +75,8 @@ if KEYS[7] and budgeted == 0 and attempt <= tonumber(ARGV[8]) then
                                now * 1000 + math.floor(tonumber(time[2]) / 1000))
     local taken = bucket_acquire(bucket, tonumber(tokens))
     if taken[1] == 1 then
-      return {'run', attempt, request, budgeted, tonumber(tokens), taken[3], taken[4], taken[5]}
+      return {'run', attempt, request, budgeted, tonumber(tokens), taken[3], taken[4], taken[5],
+              taken[6], taken[7]}
     end
   end
 end
