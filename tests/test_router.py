@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from corral.config import load_config
-from producer.router import Router, UnknownModelError
+from producer.router import RouteDecision, Router, UnknownModelError
 
 
 @pytest.fixture()
@@ -47,3 +49,8 @@ def test_keywords_match_inside_content_parts(router: Router) -> None:
 def test_unknown_model_names_the_configured_ones(router: Router) -> None:
     with pytest.raises(UnknownModelError, match=r"unknown model 'gpt-9'.*big, small"):
         router.route(body("gpt-9", "x"))
+
+
+def test_a_decision_as_stored_holds_every_field() -> None:
+    decision = RouteDecision(model="small", rule="keyword:translate", reason="matched 'translate'")
+    assert decision.as_dict() == dataclasses.asdict(decision)
