@@ -8,6 +8,7 @@ from typing import Any
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    celeryd_init,
     task_postrun,
     task_prerun,
     worker_init,
@@ -23,6 +24,22 @@ from workers import kombu_client_reuse
 app = create_app("corral")
 app.conf.include = ["workers.tasks"]
 kombu_client_reuse.install()
+
+
+# Connections a worker's consumer needs besides one per task slot (its BRPOP, the restore of
+# unacked messages, task events).
+CONSUMER_CONNECTIONS = 10
+
+
+@celeryd_init.connect
+def _size_broker_pool(conf: Any, options: dict[str, Any], **_: object) -> None:
+    # kombu's Redis transport files every delivery as unacked and every ack through one pool
+    # of 10 connections (its default), and in a gevent pool each task slot acks on its own:
+    # with more slots than that the pool runs dry under load (MaxConnectionsError: an ack
+    # lost, so the message is redelivered after the visibility timeout). One per slot.
+    concurrency = options.get("concurrency") or conf.worker_concurrency or 1
+    conf.broker_transport_options = {**(conf.broker_transport_options or {}),
+                                     "max_connections": concurrency + CONSUMER_CONNECTIONS}
 
 
 @worker_init.connect
