@@ -127,11 +127,13 @@ def stop_all(children: list[ChildProcess]) -> None:
         child.stop()
 
 
-def submit(batch_file: Path, env: dict[str, str]) -> str:
-    """``corral submit`` in a subprocess; returns the batch id it prints."""
-    done = subprocess.run([sys.executable, "-m", "producer", "submit", str(batch_file)],
-                          env=env, capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S,
-                          check=False)
+def submit(batch_file: Path, env: dict[str, str], *, python: str | None = None,
+           cwd: Path | None = None) -> str:
+    """``corral submit`` in a subprocess (of ``python``'s environment when given: its corral
+    then takes the batch in and feeds it); returns the batch id it prints."""
+    done = subprocess.run([python or sys.executable, "-m", "producer", "submit",
+                           str(batch_file)], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=SUBMIT_TIMEOUT_S, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"submit exited {done.returncode}: {done.stderr.strip()[-2000:]}")
     return done.stdout.strip()

@@ -6,8 +6,8 @@ it is what sets a CPU-bound fleet's rate. For each ``--setups`` entry (pool:slot
 corral runs ``--lines`` lines (submitted first, then ``--processes`` workers started; with
 ``--queue-depth`` below the batch, its feeder runs too, and counts in the machine's) and so does
 the bare Celery task of ``bench.bare_task`` (the same POST, nothing stored); ``--also
-NAME=PYTHON`` adds corral's worker from another environment (``pip install .`` of another
-commit into a venv), to compare commits side by side::
+NAME=PYTHON`` adds corral from another environment (``pip install .`` of another commit into
+a venv: its submit, feeder and workers), to compare commits side by side::
 
     python -m bench.worker_cost --lines 10000 --runs 3 --setups threads:8,gevent:64 \\
         --also before=/tmp/before-venv/bin/python
@@ -71,7 +71,11 @@ def measure(stack: OverheadStack, contender: str, pool: str, slots: int, lines: 
     redis_pid = int(stack.redis.info("server")["process_id"])
     batch_id = ""
     if contender != "bare":
-        batch_id = submit(batch_file, stack.corral_env)
+        # Another environment's corral takes the batch in and feeds it too, from the run's
+        # directory (this checkout's modules must not shadow its own).
+        run_dir.mkdir(parents=True, exist_ok=True)
+        batch_id = submit(batch_file, stack.corral_env, python=python,
+                          cwd=run_dir if python else None)
         workers = stack.start_corral_workers(processes, run_dir, pool=pool,
                                              concurrency=slots, python=python)
     else:
@@ -117,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--queue-depth", type=int, default=None,
         help="CORRAL_QUEUE_DEPTH (default: the whole batch, so no feeder runs)")
     add("--also", action="append", default=[], metavar="NAME=PYTHON",
-        help="another corral: the worker of that interpreter's environment (repeatable)")
+        help="another corral: that interpreter's environment's (repeatable)")
     add("--corral-env", action="append", default=["CORRAL_TASK_EVENTS=false"],
         metavar="CORRAL_X=VALUE", help="a setting for corral's processes (repeatable)")
     return parser
