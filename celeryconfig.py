@@ -19,6 +19,7 @@ broker_transport_options = {
     "unacked_restore_throttle": 1,
     "socket_timeout": 30,
     "socket_connect_timeout": 5,
+    # max_connections is set per worker from its concurrency (workers/app.py).
 }
 
 task_serializer = "json"

@@ -38,10 +38,11 @@ STALL_S = 60.0
 
 
 def machine_cpu_s() -> float:
-    """Busy CPU seconds of the whole machine so far (every core; /proc/stat, idle and iowait
-    left out)."""
+    """Busy CPU seconds of the whole machine so far (every core; /proc/stat's user, nice,
+    system, irq and softirq: not idle, iowait, or time the hypervisor stole)."""
     fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS_PER_S
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / TICKS_PER_S
 
 
 def cpu_s(pid: int) -> float:

@@ -121,12 +121,11 @@ class Feeder:
                 continue
             counts = live.get(cursor.model, {})
             in_system = lines_in_flight(counts, sent=cursor.fed)
-            share = self._share(cursor.model, now)
-            room = min(share - in_system, cursor.lines - cursor.fed, CHUNK_LINES)
+            share, unfed = self._share(cursor.model, now), cursor.lines - cursor.fed
+            room = min(share - in_system, unfed, CHUNK_LINES)
             # In chunks, not line by line as lines end: each top-up costs the feeder and
             # Redis a dozen calls, and the queue still holds the rest of the share.
-            if room >= min(max(1, share // REFILL_PARTS), cursor.lines - cursor.fed,
-                           CHUNK_LINES):
+            if room >= min(max(1, share // REFILL_PARTS), unfed, CHUNK_LINES):
                 sent += self._send(state.spool, cursor, room)
         return sent
 

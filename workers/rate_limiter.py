@@ -119,7 +119,8 @@ class RateLimiter:
         """A call taken by `acquire` has ended: settle what it taught, if anything.
 
         A 429 charged no tokens and shuts the scope for every worker (Retry-After, else a
-        second); an answer's x-ratelimit-remaining-* headers sync the shared levels.
+        second); an answer's x-ratelimit-remaining-* headers sync the shared levels, unless
+        the sync could not matter now (`_far_from_binding`).
         """
         remaining = parse_remaining(headers)
         if not rate_limited and (remaining == Remaining(None, None)
