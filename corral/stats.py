@@ -6,8 +6,9 @@ the batch's `stats` key and the fleet's `FLEET_STATS` (since that key was create
 
 Per call (duplicates included, like the cost ledger): `calls` (provider answers of any kind),
 `rate_limited` (429s), `retries` (retries scheduled), `input_tokens`, `cached_tokens`,
-`output_tokens`, `cost_nusd` (nano-USD at our price), `latency_ms_sum`, `latency_count`, and
-`latency_le_<ms>` (calls no slower than that bucket and slower than the one below).
+`output_tokens`, `cost_nusd` (nano-USD at our price), `latency_ms_sum`, and `latency_le_<ms>`
+(calls no slower than that bucket and slower than the one below; they add up to `calls`, so
+no separate count is kept).
 Per line, moved only by its first terminal record: `completed`, `failed`, `failed:<code>`.
 Per line, moved by the producer: `enqueued`; by a fallback, in the batch's hash only:
 `rerouted` (+1 on the model the line went to, -1 on the one it left): see `lines_in_flight`.
@@ -53,8 +54,7 @@ class CallStats:
         if self.latency_s is None:
             return {}
         latency_ms = self.latency_s * 1000
-        counts = {"calls": 1, "latency_count": 1, "latency_ms_sum": round(latency_ms),
-                  latency_bucket(latency_ms): 1}
+        counts = {"calls": 1, "latency_ms_sum": round(latency_ms), latency_bucket(latency_ms): 1}
         if self.rate_limited:
             counts["rate_limited"] = 1
         if self.retried:

@@ -46,7 +46,7 @@ def finish_lines(client: redis.Redis, batch_id: str, model: str, count: int, *,
     client.hincrby(keys.meta, outcome, count)
     for counter, amount in {outcome: count, "calls": count, "input_tokens": 100 * count,
                             "output_tokens": 20 * count, "cost_nusd": 1500 * count,
-                            "latency_count": count, "latency_le_250": count}.items():
+                            "latency_le_250": count}.items():
         client.hincrby(keys.stats, stat_field(model, counter), amount)
     meta = client.hgetall(keys.meta)
     if int(meta["completed"]) + int(meta["failed"]) >= int(meta["total"]):

@@ -118,7 +118,7 @@ def test_every_line_ends_once_with_parseable_results_and_exact_cost(
         assert counts["enqueued"] == counts["completed"] == counts["calls"] == lines["requests"]
         assert counts["input_tokens"] == lines["input_tokens"]
         assert counts["output_tokens"] == lines["output_tokens"]
-        assert counts["latency_count"] == sum(
+        assert counts["calls"] == sum(
             value for counter, value in counts.items() if counter.startswith("latency_le_"))
     assert sum(counts["completed"] for counts in live.values()) == 240
 
