@@ -1,7 +1,10 @@
 """A bare Celery app for comparison: one task makes corral's provider POST and stores nothing.
 
 Started as ``python -m celery -A bench.bare_task worker --pool threads|gevent …`` with the
-simulator's base URL and key in the environment (``BENCH_BARE_*`` below). How a process gets
+simulator's base URL and key in the environment (``BENCH_BARE_*`` below). Its tasks are sent
+in-process (``enqueue``) or, the way a hand-written batch script would, by
+``python -m bench.bare_task BATCH.jsonl``: one task per line of a file whose bodies already name
+the upstream model. How a process gets
 its httpx clients follows the pool, each in the set-up DESIGN §4 measured as its best:
 
 - ``shared``: one ``httpx.Client`` per process, shared by every thread of a threads pool;
@@ -11,9 +14,13 @@ its httpx clients follows the pool, each in the set-up DESIGN §4 measured as it
 
 from __future__ import annotations
 
+import argparse
 import functools
+import json
 import os
 import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -69,12 +76,20 @@ def bare_call(body: dict[str, Any]) -> None:
         client.post("/chat/completions", json=body).raise_for_status()
 
 
-def enqueue(bodies: list[dict[str, Any]]) -> int:
+def enqueue(bodies: Iterable[dict[str, Any]]) -> int:
     """Send one task per body over one producer connection; returns the count."""
+    sent = 0
     with app.producer_or_acquire() as producer:
         for body in bodies:
             app.send_task(TASK_NAME, args=(body,), queue=QUEUE, producer=producer)
-    return len(bodies)
+            sent += 1
+    return sent
+
+
+def enqueue_file(path: Path) -> int:
+    """Send one task per line of an OpenAI Batch file (its body, as it is), streaming."""
+    with path.open(encoding="utf-8") as lines:
+        return enqueue(json.loads(raw)["body"] for raw in lines if raw.strip())
 
 
 def worker_command(*, pool: str, concurrency: int, name: str) -> list[str]:
@@ -83,3 +98,18 @@ def worker_command(*, pool: str, concurrency: int, name: str) -> list[str]:
             "--concurrency", str(concurrency), "--queues", QUEUE, "--loglevel", "WARNING",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--hostname", f"{name}@%h"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.bare_task BATCH.jsonl``: send its lines as bare tasks."""
+    parser = argparse.ArgumentParser(prog="python -m bench.bare_task",
+                                     description=main.__doc__)
+    parser.add_argument("batch", type=Path, help="OpenAI Batch JSONL whose bodies name the "
+                                                 "upstream model")
+    sent = enqueue_file(parser.parse_args(argv).batch)
+    print(f"sent {sent} bare tasks", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

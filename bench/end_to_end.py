@@ -13,17 +13,22 @@ slows them alike:
 - ``bare-threads`` / ``bare-gevent``: ``bench.bare_task`` (the same POST, nothing stored), all
   tasks queued first, then the workers; threads share one httpx client per process, gevent
   takes clients from a free list (``--greenlets`` per process);
+- ``bare-live``: the gevent bare task end to end, measured as ``corral`` is: its workers
+  already consuming, then ``python -m bench.bare_task FILE`` (one task per line of the file,
+  as a hand-written batch script sends them);
 - ``reference``: ``bench.reference_client``, one asyncio process, in-memory buckets, tuned:
   no pause between dispatches, ``--reference-in-flight`` requests at most;
 - ``cookbook``: the same client with the cookbook's own loop: 1 ms asleep after every
   dispatch (its ``seconds_to_sleep_each_loop``) and no cap on requests in flight.
 
 Columns (lines/s, medians over the valid runs): ``e2e`` from launching ``corral submit`` (or the
-reference client) to the last stored result (corral: the last cost record's timestamp, written
-with the result); ``served`` from the simulator's first request to its last response (the
-workers' rate); ``enqueue`` lines / time to queue them (``corral submit`` as a process, or the
-bare tasks sent in-process). A run counts only if the simulator served every line and (corral)
-the batch completed with one result per line; invalid runs are listed, never averaged.
+reference client, or the bare task's sender) to the last stored result (corral: the last cost
+record's timestamp, written with the result; the bare task: the simulator's last response);
+``served`` from the simulator's first request to its last response (the workers' rate);
+``enqueue`` lines / time to queue them (``corral submit`` or the bare task's sender as a
+process, or the bare tasks sent in-process). A run counts only if the simulator served every
+line and (corral) the batch completed with one result per line; invalid runs are listed, never
+averaged.
 
 Run it from the repository root with Redis at 127.0.0.1:6379::
 
@@ -43,12 +48,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import MODEL, UPSTREAM
-from bench.overhead_runs import Measure, run_bare, run_corral, run_reference
+from bench.overhead_runs import Measure, run_bare, run_bare_live, run_corral, run_reference
 from bench.overhead_stack import MAX_TOKENS, OverheadStack
 from bench.report import cell, machine, machine_line, median, table
 from bench.workload import make_lines, write_jsonl
 
-CONTENDERS = ("corral", "corral-pre", "bare-threads", "bare-gevent", "reference", "cookbook")
+CONTENDERS = ("corral", "corral-pre", "bare-threads", "bare-gevent", "bare-live", "reference",
+              "cookbook")
 ONE_PROCESS = ("reference", "cookbook")
 COOKBOOK_LOOP_SLEEP_MS = 1.0
 COOKBOOK_IN_FLIGHT = 10_000  # the cookbook caps nothing but the rate
@@ -113,13 +119,15 @@ def make_rows(args: argparse.Namespace) -> list[Row]:
     unknown = set(args.contenders) - set(CONTENDERS)
     if unknown:
         raise SystemExit(f"unknown contenders: {', '.join(sorted(unknown))}")
-    if "bare-gevent" in args.contenders and importlib.util.find_spec("gevent") is None:
+    if importlib.util.find_spec("gevent") is None:
         print("end_to_end: gevent is not installed (pip install -e '.[bench]'); "
-              "skipping bare-gevent", file=sys.stderr)
-        args.contenders = [name for name in args.contenders if name != "bare-gevent"]
+              "skipping bare-gevent and bare-live", file=sys.stderr)
+        args.contenders = [name for name in args.contenders
+                           if name not in ("bare-gevent", "bare-live")]
     corral_slots = args.corral_concurrency or args.concurrency
     slots = {"corral": corral_slots, "corral-pre": corral_slots,
              "bare-threads": args.concurrency, "bare-gevent": args.greenlets,
+             "bare-live": args.greenlets,
              "reference": args.reference_in_flight, "cookbook": COOKBOOK_IN_FLIGHT}
     return [Row(name, processes, slots[name]) for name in args.contenders
             for processes in ([1] if name in ONE_PROCESS else args.processes)]
@@ -133,6 +141,9 @@ def run_row(row: Row, stack: OverheadStack, files: tuple[Path, Path],
     if row.contender.startswith("corral"):
         return run_corral(stack, batch_file, len(bodies), processes=row.processes,
                           prequeued=row.contender == "corral-pre", run_dir=run_dir)
+    if row.contender == "bare-live":
+        return run_bare_live(stack, upstream_file, len(bodies), processes=row.processes,
+                             pool="gevent", concurrency=row.slots, run_dir=run_dir)
     if row.contender.startswith("bare"):
         return run_bare(stack, bodies, processes=row.processes,
                         pool=row.contender.removeprefix("bare-"), concurrency=row.slots,
@@ -175,6 +186,8 @@ def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
         result.append({
             "processes": processes,
             "corral_e2e_over_bare": _share(rate("corral", processes, "e2e"), best_bare),
+            "corral_e2e_over_bare_e2e": _share(rate("corral", processes, "e2e"),
+                                               rate("bare-live", processes, "e2e")),
             "corral_served_over_bare": _share(rate("corral", processes, "served"), best_bare),
             "corral_pre_served_over_bare": _share(rate("corral-pre", processes, "served"),
                                                  best_bare),
@@ -197,7 +210,8 @@ def format_ratios(found: Sequence[dict[str, Any]]) -> str:
 
     return "\n".join(
         f"{item['processes']} process(es): corral e2e / best bare served = "
-        f"{show(item['corral_e2e_over_bare'], BARE_TARGET)}; corral-pre served / best bare "
+        f"{show(item['corral_e2e_over_bare'], BARE_TARGET)}; corral e2e / bare-live e2e = "
+        f"{show(item['corral_e2e_over_bare_e2e'], BARE_TARGET)}; corral-pre served / best bare "
         f"served = {show(item['corral_pre_served_over_bare'], BARE_TARGET)}; corral e2e / "
         f"reference e2e = {show(item['corral_e2e_over_reference'], REFERENCE_TARGET)}; "
         f"corral e2e / cookbook e2e = "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from typing import Any
 from bench import bare_task
 from bench.harness import KEY_ENV, stop_all, submit, wait_for_end
 from bench.overhead_stack import (
+    REDIS_URL,
     SIM_RPM,
     SIM_TPM,
     OverheadStack,
@@ -109,6 +111,34 @@ def run_bare(stack: OverheadStack, bodies: list[dict[str, Any]], *, processes: i
     _check_served(stats, len(bodies))
     return Measure(e2e=None, served=_served_rate(stats, len(bodies)),
                    enqueue=len(bodies) / enqueue_s, extra_calls=stats["requests"] - len(bodies))
+
+
+def run_bare_live(stack: OverheadStack, upstream_file: Path, lines: int, *, processes: int,
+                  pool: str, concurrency: int, run_dir: Path) -> Measure:
+    """The bare task end to end, as corral's is measured: its workers already consuming, then
+    a process that sends one task per line of the file (``python -m bench.bare_task``), timed
+    from its launch to the simulator's last response."""
+    stack.reset()
+    workers = stack.start_bare_workers(processes, pool=pool, concurrency=concurrency,
+                                       run_dir=run_dir)
+    try:
+        env = {**os.environ, bare_task.BROKER_ENV: REDIS_URL}
+        started_s = time.time()
+        sent = subprocess.run([sys.executable, "-m", "bench.bare_task", str(upstream_file)],
+                              env=env, capture_output=True, text=True,
+                              timeout=run_timeout_s(lines), check=False)
+        send_s = time.time() - started_s
+        if sent.returncode != 0:
+            raise RunInvalidError(f"bench.bare_task exited {sent.returncode}: "
+                                  f"{sent.stderr.strip()[-2000:]}")
+        # The simulator counts a call as it answers it: its last response is in these stats.
+        stats = stack.wait_for_calls(lines, timeout_s=run_timeout_s(lines), stall_s=STALL_S)
+    finally:
+        stop_all(workers)
+    _check_served(stats, lines)
+    return Measure(e2e=lines / (stats["last_response_ms"] / 1000 - started_s),
+                   served=_served_rate(stats, lines), enqueue=lines / send_s,
+                   extra_calls=stats["requests"] - lines)
 
 
 def run_reference(stack: OverheadStack, batch_file: Path, lines: int, *, max_in_flight: int,
