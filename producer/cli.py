@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from contextlib import suppress
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 import redis
@@ -19,11 +20,9 @@ from corral.logs import configure_cli_logging
 from corral.settings import get_settings
 from producer import lifecycle
 from producer.batches import list_batches, read_batch
-from producer.check import check_all
 from producer.costs import batch_cost
 from producer.durations import parse_duration_s
 from producer.estimate import Estimate
-from producer.exporter import exporter
 from producer.flower import flower
 from producer.results import errors_path_for, write_outputs
 from producer.session import (
@@ -41,9 +40,23 @@ from producer.submit import check_file
 from producer.views import batches_table, cost_table, stdout_console, wait_for_batch
 from producer.watch import watch_batches
 
+# Commands whose modules are imported only when the command runs (or help lists it): the
+# exporter needs prometheus_client, which every other command (a feeder too) would pay for.
+LAZY_COMMANDS = {"exporter": "producer.exporter:exporter"}
+
 
 class CorralGroup(click.Group):
-    """Maps corral's errors to one stderr line and DESIGN §3's exit codes."""
+    """Maps corral's errors to one stderr line and DESIGN §3's exit codes; loads
+    LAZY_COMMANDS when they are asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module, _, name = LAZY_COMMANDS[cmd_name].partition(":")
+            return cast(click.Command, getattr(importlib.import_module(module), name))
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -202,6 +215,8 @@ def estimate(session: Session, file: Path, as_json: bool, skip_invalid: bool,
 @click.pass_obj
 def check(session: Session) -> None:
     """Check the config, Redis and every provider (with the key the workers would use)."""
+    from producer.check import check_all  # httpx loads for this command only
+
     findings = list(check_all(session.config, session.settings.redis_url))
     for finding in findings:
         click.echo(str(finding))
@@ -299,7 +314,6 @@ def sim(sim_args: tuple[str, ...]) -> None:
 cli.add_command(run)
 cli.add_command(demo)
 cli.add_command(flower)
-cli.add_command(exporter)
 
 
 def main() -> None:
