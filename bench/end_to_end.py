@@ -119,11 +119,11 @@ def make_rows(args: argparse.Namespace) -> list[Row]:
     unknown = set(args.contenders) - set(CONTENDERS)
     if unknown:
         raise SystemExit(f"unknown contenders: {', '.join(sorted(unknown))}")
-    if importlib.util.find_spec("gevent") is None:
+    needs_gevent = [name for name in args.contenders if name in ("bare-gevent", "bare-live")]
+    if needs_gevent and importlib.util.find_spec("gevent") is None:
         print("end_to_end: gevent is not installed (pip install -e '.[bench]'); "
-              "skipping bare-gevent and bare-live", file=sys.stderr)
-        args.contenders = [name for name in args.contenders
-                           if name not in ("bare-gevent", "bare-live")]
+              f"skipping {', '.join(needs_gevent)}", file=sys.stderr)
+        args.contenders = [name for name in args.contenders if name not in needs_gevent]
     corral_slots = args.corral_concurrency or args.concurrency
     slots = {"corral": corral_slots, "corral-pre": corral_slots,
              "bare-threads": args.concurrency, "bare-gevent": args.greenlets,
