@@ -24,8 +24,8 @@
 --
 -- Returns {verdict, attempt, request, budgeted[, tokens, nr, nt, now_ms, requests_left,
 -- tokens_left]}; budgeted is 1 when the batch has a spending cap (max_cost_nusd); the rest is
--- there when the capacity was taken (bucket.lua's admission, to settle the call with); verdict
--- is
+-- there when the capacity was taken (bucket.lua's admission, to settle the call with, and the
+-- levels it left). The verdict is
 --   "done"      the line has its record: skip (a redelivery or duplicate)
 --   "leased"    another worker is running it now: try this message again after the lease's
 --               remaining time (attempt = that time in ms), never drop it
