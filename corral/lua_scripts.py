@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -28,7 +29,22 @@ def register(client: redis.Redis, name: str, package: str = "corral") -> Script:
     return client.register_script(script_source(name, package))
 
 
-class ScriptPipeline:
+# One call of a script: the `Script`, its keys and its arguments.
+ScriptCall = tuple[Script, Sequence[Any], Sequence[Any]]
+
+
+class ScriptCalls:
+    """Script calls gathered to go to Redis together, in order, in one round trip."""
+
+    def __init__(self) -> None:
+        self.calls: list[ScriptCall] = []
+
+    def call(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        """Queue one call of `script`."""
+        self.calls.append((script, keys, args))
+
+
+class ScriptPipeline(ScriptCalls):
     """Several script calls in one round trip, without redis-py's per-execute SCRIPT EXISTS.
 
     redis-py checks every script of a pipeline with SCRIPT EXISTS before each execute, an
@@ -37,22 +53,29 @@ class ScriptPipeline:
     """
 
     def __init__(self, client: redis.Redis) -> None:
+        super().__init__()
         self._client = client
-        self._pipe = client.pipeline(transaction=False)
-        self._calls: list[tuple[Script, list[Any], list[Any]]] = []
 
-    def call(self, script: Script, keys: list[Any], args: list[Any]) -> None:
-        """Queue one call of `script`."""
-        self._pipe.evalsha(script.sha, len(keys), *keys, *args)
-        self._calls.append((script, keys, args))
+    def execute(self, *, raise_on_error: bool = True) -> list[Any]:
+        """Send every queued call; returns their results in order.
 
-    def execute(self) -> list[Any]:
-        """Send every queued call; returns their results in order."""
-        results = self._pipe.execute(raise_on_error=False)
+        Args:
+            raise_on_error: raise the first call's error; if False, a call's error takes its
+                place among the results. A lost connection raises either way.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        for script, keys, args in self.calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = pipe.execute(raise_on_error=False)
         for index, result in enumerate(results):
             if isinstance(result, NoScriptError):
-                script, keys, args = self._calls[index]
-                results[index] = script(keys=keys, args=args)  # loads it, then runs it
-            elif isinstance(result, Exception):
-                raise result
+                script, keys, args = self.calls[index]
+                try:
+                    results[index] = script(keys=keys, args=args)  # loads it, then runs it
+                except redis.ResponseError as err:
+                    results[index] = err
+        if raise_on_error:
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
         return results

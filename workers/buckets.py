@@ -12,7 +12,7 @@ import redis
 
 from corral import lua_scripts
 from corral.config import RateScope
-from corral.lua_scripts import ScriptPipeline
+from corral.lua_scripts import ScriptCalls
 from corral.redis_keys import bucket_key
 
 
@@ -46,7 +46,7 @@ class BucketStore(Protocol):
     def settle(self, scope: RateScope, *, refund_tokens: int | None = None,
                cooldown_ms: int | None = None, remaining_requests: int | None = None,
                remaining_tokens: int | None = None, admission: Admission | None = None,
-               now_ms: int | None = None, pipe: ScriptPipeline | None = None) -> None:
+               now_ms: int | None = None, pipe: ScriptCalls | None = None) -> None:
         ...
 
     def inline_args(self, scope: RateScope) -> tuple[str, list[int]] | None:
@@ -68,7 +68,7 @@ class RedisBucketStore:
         self._period_ms = int(period_s * 1000)
 
     def _call(self, op: str, scope: RateScope, now_ms: int | None, *extra: str | int,
-              pipe: ScriptPipeline | None = None) -> list:
+              pipe: ScriptCalls | None = None) -> list:
         keys = [bucket_key(scope.name)]
         args = [op, scope.rpm, scope.tpm, self._period_ms, _arg(now_ms), *extra]
         if pipe is not None:
@@ -86,7 +86,7 @@ class RedisBucketStore:
     def settle(self, scope: RateScope, *, refund_tokens: int | None = None,
                cooldown_ms: int | None = None, remaining_requests: int | None = None,
                remaining_tokens: int | None = None, admission: Admission | None = None,
-               now_ms: int | None = None, pipe: ScriptPipeline | None = None) -> None:
+               now_ms: int | None = None, pipe: ScriptCalls | None = None) -> None:
         """Refund tokens, start a cooldown, or sync to what the provider reported after the
         call admitted as `admission` (queued on `pipe` when given, sent with its other
         commands)."""

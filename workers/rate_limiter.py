@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 from corral.config import RateScope
 from corral.errors import InvalidRequestError
-from corral.lua_scripts import ScriptPipeline
+from corral.lua_scripts import ScriptCalls
 from workers.buckets import Admission, BucketStore
 from workers.rate_limit_headers import Remaining, parse_remaining
 
@@ -115,7 +115,7 @@ class RateLimiter:
     def settle(self, scope: RateScope, tokens: int, admission: Admission | None, *,
                headers: Mapping[str, str], rate_limited: bool = False,
                retry_after_s: float | None = None,
-               pipe: ScriptPipeline | None = None) -> None:
+               pipe: ScriptCalls | None = None) -> None:
         """A call taken by `acquire` has ended: settle what it taught, if anything.
 
         A 429 charged no tokens and shuts the scope for every worker (Retry-After, else a
