@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from corral import lua_scripts
+from corral.group_commit import GroupCommit
 from corral.redis_keys import FLEET_STATS, BatchKeys
 
 
@@ -55,16 +56,17 @@ DEFAULT_RETENTION_S = 7 * 24 * 3600
 class OutcomeStore:
     """Writes each line's terminal record exactly once, and every billed call to the ledger."""
 
-    def __init__(self, client: redis.Redis, *, retention_s: int = DEFAULT_RETENTION_S) -> None:
-        self._client = client
+    def __init__(self, client: redis.Redis, *, retention_s: int = DEFAULT_RETENTION_S,
+                 group_commit: GroupCommit | None = None) -> None:
         self._retention_s = retention_s
+        self._group_commit = group_commit or GroupCommit(client)
         self._record_outcome = lua_scripts.register(client, "record_outcome")
 
     def record(self, batch_id: str, record: dict[str, Any], *,
                ledger_entry: dict[str, Any] | None = None,
                only_unstarted: bool = False, settled_call: str = "", model: str = "",
                call_counts: dict[str, int] | None = None,
-               along: Callable[[lua_scripts.ScriptPipeline], None] | None = None) -> Written:
+               along: Callable[[lua_scripts.ScriptCalls], None] | None = None) -> Written:
         """Store `record` unless the line already has one; log `ledger_entry` either way.
 
         Args:
@@ -91,9 +93,8 @@ class OutcomeStore:
         args = [custom_id, json.dumps(record, separators=(",", ":")), counter, entry,
                 self._retention_s, "1" if only_unstarted else "", settled_call, model, counts,
                 error["code"] if error else ""]
-        if along is None:
-            return Written(int(self._record_outcome(keys=script_keys, args=args)))
-        pipe = lua_scripts.ScriptPipeline(self._client)
-        along(pipe)
-        pipe.call(self._record_outcome, script_keys, args)
-        return Written(int(pipe.execute()[-1]))
+        calls = lua_scripts.ScriptCalls()
+        if along is not None:
+            along(calls)
+        calls.call(self._record_outcome, script_keys, args)
+        return Written(int(self._group_commit.run(calls.calls)[-1]))

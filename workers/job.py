@@ -26,7 +26,8 @@ from corral.errors import (
     RateLimitedError,
     RetryableError,
 )
-from corral.lua_scripts import ScriptPipeline
+from corral.group_commit import GroupCommit
+from corral.lua_scripts import ScriptCalls
 from corral.pricing import Usage, cost_and_list_cost, to_nano_usd
 from corral.records import OutcomeStore, error_record, result_record
 from corral.redis_keys import FLEET_STATS, BatchKeys
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 LEASE_MARGIN_S = 5.0
 
 # Settles a completed call's rate-limit admission on the pipeline that files its record.
-Settle = Callable[[ScriptPipeline], None]
+Settle = Callable[[ScriptCalls], None]
 # Capacity start_job.lua took for the call: its tokens and its admission.
 Admitted = tuple[int, Admission]
 
@@ -66,6 +67,7 @@ class JobRunner:
                  provider_client: ProviderClient, limiter: RateLimiter,
                  circuit: CircuitBreaker, settings: Settings,
                  send_jobs: Callable[[str, list[tuple[str, str]]], int],
+                 group_commit: GroupCommit | None = None,
                  rng: random.Random | None = None) -> None:
         self._config = config
         self._client = client
@@ -77,6 +79,9 @@ class JobRunner:
         self._send_jobs = send_jobs
         self._rng = rng or random.Random()
         self._start_job = lua_scripts.register(client, "start_job", package="workers")
+        # Lines that start while another slot's round trip is in flight start in the next one,
+        # with the records of lines that end meanwhile (the OutcomeStore's, when it is shared).
+        self._group_commit = group_commit or GroupCommit(client)
         self._budget = Budget(client)
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._lease_ms = int((settings.job_s + LEASE_MARGIN_S) * 1000)
@@ -93,7 +98,8 @@ class JobRunner:
         if inline is not None:
             script_keys.append(inline[0])
             args.extend(inline[1])
-        verdict, attempt, raw_job, *ran = self._start_job(keys=script_keys, args=args)
+        verdict, attempt, raw_job, *ran = self._group_commit.run(
+            [(self._start_job, script_keys, args)])[0]
         if verdict == "cancelled":
             self._fail(batch_id, custom_id, "batch_cancelled", "the batch was cancelled", None)
         elif verdict == "expired":
@@ -286,7 +292,7 @@ class JobRunner:
             raise
         stats.latency_s = time.monotonic() - started
 
-        def settle(pipe: ScriptPipeline) -> None:
+        def settle(pipe: ScriptCalls) -> None:
             self._limiter.settle(scope, tokens, admission, headers=completion.headers,
                                  pipe=pipe)
 
