@@ -53,14 +53,16 @@ def cpu_s(pid: int) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class Cost:
-    """One run: lines/s from the workers being ready to the last line, and CPU ms per line
-    (the workers', Redis's, the simulator's, and the whole machine's)."""
+    """One run: lines/s from the workers being ready to the last line, CPU ms per line (the
+    workers', Redis's, the simulator's, and the whole machine's), and Redis's reads per line
+    (socket reads that found commands: about the round trips every client made)."""
 
     rate: float
     worker_ms: float
     redis_ms: float
     simulator_ms: float
     machine_ms: float
+    redis_reads: float
 
 
 def measure(stack: OverheadStack, contender: str, pool: str, slots: int, lines: int,
@@ -89,8 +91,11 @@ def measure(stack: OverheadStack, contender: str, pool: str, slots: int, lines: 
         return [sum(cpu_s(pid) for pid in worker_pids), cpu_s(redis_pid),
                 cpu_s(stack.simulator_pid), machine_cpu_s()]
 
+    def reads_now() -> int:
+        return int(stack.redis.info("stats")["total_reads_processed"])
+
     try:
-        started_s, before = time.monotonic(), cpu_now()
+        started_s, before, reads_before = time.monotonic(), cpu_now(), reads_now()
         if contender != "bare":
             batch, unfinished = wait_for_end(stack.redis, batch_id, f"{stack.base_url}/_sim/stats",
                                              timeout_s=run_timeout_s(lines), stall_s=STALL_S)
@@ -99,11 +104,11 @@ def measure(stack: OverheadStack, contender: str, pool: str, slots: int, lines: 
                                       f"{batch['request_counts']}")
         else:
             stack.wait_for_calls(lines, timeout_s=run_timeout_s(lines), stall_s=STALL_S)
-        elapsed_s, after = time.monotonic() - started_s, cpu_now()
+        elapsed_s, after, reads_after = time.monotonic() - started_s, cpu_now(), reads_now()
     finally:
         stop_all(workers)
     spent_ms = [(end - start) * 1000 / lines for start, end in zip(before, after, strict=True)]
-    return Cost(lines / elapsed_s, *spent_ms)
+    return Cost(lines / elapsed_s, *spent_ms, redis_reads=(reads_after - reads_before) / lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"worker_cost: {name}: {cost}", file=sys.stderr)
                     rows.setdefault((contender, pool, slots), []).append(cost)
     header = ("contender", "pool", "slots", "lines/s", "workers ms/line", "redis ms/line",
-              "simulator ms/line", "machine ms/line")
+              "simulator ms/line", "machine ms/line", "redis reads/line")
     print(f"{args.lines} lines, {args.processes} worker process(es), simulator at 0 ms, "
           f"limits far above the load, {', '.join(args.corral_env)}; "
           f"medians of {args.runs} run(s):")
@@ -164,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
          cell(median([cost.worker_ms for cost in costs]), 3),
          cell(median([cost.redis_ms for cost in costs]), 3),
          cell(median([cost.simulator_ms for cost in costs]), 3),
-         cell(median([cost.machine_ms for cost in costs]), 3))
+         cell(median([cost.machine_ms for cost in costs]), 3),
+         cell(median([cost.redis_reads for cost in costs]), 2))
         for (contender, pool, slots), costs in rows.items()]))
     print(machine_line(info))
     return 0
