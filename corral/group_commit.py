@@ -73,14 +73,12 @@ class GroupCommit:
         with self._lock:
             group, self._queued = self._queued, []
             self.round_trips += 1
-        sent = False
         try:
             pipe = ScriptPipeline(self._client)
             for caller in group:
                 for script, keys, args in caller.calls:
                     pipe.call(script, keys, args)
             results = pipe.execute(raise_on_error=False)
-            sent = True
             start = 0
             for caller in group:
                 caller.results = results[start:start + len(caller.calls)]
@@ -88,10 +86,9 @@ class GroupCommit:
                 caller.error = next(
                     (result for result in caller.results if isinstance(result, Exception)), None)
         except BaseException as err:
-            if not sent:
-                for caller in group:
-                    if caller is not leader:
-                        caller.error = _shared_failure(err)
+            for caller in group:
+                if caller is not leader and not caller.results:
+                    caller.error = _shared_failure(err)
             raise
         finally:
             with self._lock:
