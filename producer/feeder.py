@@ -182,14 +182,14 @@ class Feeder:
         stored = self._store_bodies(keys=[self._keys.bodies, self._keys.outcomes],
                                     args=[part for entry in entries for part in entry])
         if stored:
-            self._client.hincrby(self._keys.stats, stat_field(cursor.model, "enqueued"),
-                                 len(stored))
             send_jobs(self._app, self._batch_id, [(str(custom_id), queue)
                                                   for custom_id in stored])
+        # The counts move with the cursor, in one write: a chunk fed again counts once.
         pipe = self._client.pipeline(transaction=False)
         pipe.hset(self._keys.meta, mapping={f"fed:{cursor.model}": cursor.fed + len(entries),
                                             f"fed_offset:{cursor.model}": offset})
         pipe.hincrby(self._keys.meta, "enqueued", len(entries))
+        pipe.hincrby(self._keys.stats, stat_field(cursor.model, "enqueued"), len(entries))
         pipe.execute()
         return len(entries)
 

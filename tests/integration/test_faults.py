@@ -18,6 +18,7 @@ import redis
 
 from corral.embedded_redis import EmbeddedRedis
 from corral.redis_keys import BatchKeys
+from corral.stats import stat_field
 from producer.views import wait_for_batch
 from tests.integration.helpers import (
     assert_complete,
@@ -205,6 +206,9 @@ def test_6_sigkill_the_feeder_halfway_then_resume_feeds_only_the_rest(
     assert_complete(redis_client, batch_id, total, served)
     assert redis_client.hlen(keys.bodies) == 0  # completed lines leave nothing behind
     assert not (tmp_path / "spool" / batch_id).exists()
+    # Each line counts once as sent, a chunk fed again included.
+    assert int(redis_client.hget(keys.meta, "enqueued")) == total
+    assert int(redis_client.hget(keys.stats, stat_field("small", "enqueued"))) == total
 
 
 def test_7_invalid_key_fails_fast_then_retry_after_the_fix_completes(
