@@ -56,10 +56,11 @@ DEFAULT_RETENTION_S = 7 * 24 * 3600
 class OutcomeStore:
     """Writes each line's terminal record exactly once, and every billed call to the ledger."""
 
-    def __init__(self, client: redis.Redis, *, retention_s: int = DEFAULT_RETENTION_S,
-                 group_commit: GroupCommit | None = None) -> None:
+    def __init__(self, client: redis.Redis, *, retention_s: int = DEFAULT_RETENTION_S) -> None:
         self._retention_s = retention_s
-        self._group_commit = group_commit or GroupCommit(client)
+        # Records share round trips with each other and with whatever else of the process
+        # runs through this group (a worker's line starts).
+        self.group_commit = GroupCommit(client)
         self._record_outcome = lua_scripts.register(client, "record_outcome")
 
     def record(self, batch_id: str, record: dict[str, Any], *,
@@ -97,4 +98,4 @@ class OutcomeStore:
         if along is not None:
             along(calls)
         calls.call(self._record_outcome, script_keys, args)
-        return Written(int(self._group_commit.run(calls.calls)[-1]))
+        return Written(int(self.group_commit.run(calls.calls)[-1]))

@@ -26,7 +26,6 @@ from corral.errors import (
     RateLimitedError,
     RetryableError,
 )
-from corral.group_commit import GroupCommit
 from corral.lua_scripts import ScriptCalls
 from corral.pricing import Usage, cost_and_list_cost, to_nano_usd
 from corral.records import OutcomeStore, error_record, result_record
@@ -67,7 +66,6 @@ class JobRunner:
                  provider_client: ProviderClient, limiter: RateLimiter,
                  circuit: CircuitBreaker, settings: Settings,
                  send_jobs: Callable[[str, list[tuple[str, str]]], int],
-                 group_commit: GroupCommit | None = None,
                  rng: random.Random | None = None) -> None:
         self._config = config
         self._client = client
@@ -80,8 +78,8 @@ class JobRunner:
         self._rng = rng or random.Random()
         self._start_job = lua_scripts.register(client, "start_job", package="workers")
         # Lines that start while another slot's round trip is in flight start in the next one,
-        # with the records of lines that end meanwhile (the OutcomeStore's, when it is shared).
-        self._group_commit = group_commit or GroupCommit(client)
+        # with the records of lines that end meanwhile: one group for both.
+        self._group_commit = outcomes.group_commit
         self._budget = Budget(client)
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._lease_ms = int((settings.job_s + LEASE_MARGIN_S) * 1000)

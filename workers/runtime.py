@@ -11,7 +11,6 @@ from typing import Any, cast
 import httpx
 
 from corral.config import CorralConfig, find_config_path, load_config
-from corral.group_commit import GroupCommit
 from corral.jobs import send_jobs
 from corral.records import OutcomeStore
 from corral.redis_client import connect, is_redis_url
@@ -83,14 +82,11 @@ def _build_runner() -> JobRunner:
     else:
         store = UnlimitedBucketStore()
     limiter = RateLimiter(store, max_wait_s=settings.max_capacity_wait_s)
-    # One group for the starts and the records of all the process's task slots.
-    group_commit = GroupCommit(client)
     return JobRunner(config=config, client=client,
-                     outcomes=OutcomeStore(client, retention_s=settings.retention_s,
-                                           group_commit=group_commit),
+                     outcomes=OutcomeStore(client, retention_s=settings.retention_s),
                      provider_client=provider_client, limiter=limiter,
                      circuit=CircuitBreaker(client, open_s=settings.circuit_open_s),
-                     settings=settings, send_jobs=_send_jobs, group_commit=group_commit)
+                     settings=settings, send_jobs=_send_jobs)
 
 
 def _send_jobs(batch_id: str, jobs: list[tuple[str, str]]) -> int:
