@@ -264,9 +264,14 @@ def feed(session: Session, batch_id: str) -> None:
 def retry(session: Session, batch_id: str, codes: str | None) -> None:
     """Run failed lines again, e.g. after fixing a key; old records go to the history."""
     wanted = {code.strip() for code in codes.split(",")} if codes else None
-    count = lifecycle.retry(session.redis, session.app, session.config, batch_id, wanted)
-    click.echo(f"corral: {batch_id}: {count} failed lines enqueued again", err=True)
-    click.echo(count)
+    retried = lifecycle.retry(session.redis, session.app, session.config, batch_id, wanted)
+    click.echo(f"corral: {batch_id}: {retried.enqueued} failed lines enqueued again", err=True)
+    if retried.not_stored:
+        click.echo(f"corral: {batch_id}: {retried.not_stored} failed lines left as they are: "
+                   "their requests were never stored in Redis (refused at submit, or still "
+                   "in the spool when the batch was cancelled or expired); to run them, submit "
+                   "them again (the errors file of `corral results` lists them)", err=True)
+    click.echo(retried.enqueued)
 
 
 @cli.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 import redis
 from celery import Celery
@@ -79,23 +80,33 @@ def requeue_stored(client: redis.Redis, app: Celery, config: CorralConfig,
     return send_jobs(app, batch_id, jobs)
 
 
+class Retried(NamedTuple):
+    """What `retry` did: lines enqueued again, and failed lines it could not run."""
+
+    enqueued: int
+    not_stored: int  # no request kept: refused at submit, or never fed before the batch closed
+
+
 def retry(client: redis.Redis, app: Celery, config: CorralConfig, batch_id: str,
-          codes: set[str] | None = None) -> int:
+          codes: set[str] | None = None) -> Retried:
     """Run failed lines again (those with these error codes, default all that can run).
 
     Each old record moves to the batch's history; circuits of the batch's providers close,
-    since a retry usually follows a fixed key. Returns the lines re-enqueued.
+    since a retry usually follows a fixed key. Lines whose request was never stored in Redis
+    keep their record and are counted apart.
     """
     keys = BatchKeys(batch_id)
     read_batch(client, batch_id)
     reopen = lua_scripts.register(client, "reopen_line")
     jobs: list[tuple[str, str]] = []
+    not_stored = 0
     for custom_id, raw in client.hscan_iter(keys.outcomes, count=CHUNK):
         error = json.loads(raw).get("error")
         if not error or (codes is not None and error["code"] not in codes):
             continue
         raw_job = client.hget(keys.bodies, custom_id)
-        if raw_job is None:  # refused at submit: nothing stored to run
+        if raw_job is None:  # refused at submit, or still spooled when the batch closed
+            not_stored += 1
             continue
         model = config.models[json.loads(raw_job)["model"]]
         client.delete(circuit_key(model.provider))
@@ -103,7 +114,7 @@ def retry(client: redis.Redis, app: Celery, config: CorralConfig, batch_id: str,
                   args=[custom_id, raw]):
             jobs.append((custom_id, model.queue))
     send_jobs(app, batch_id, jobs)
-    return len(jobs)
+    return Retried(len(jobs), not_stored)
 
 
 def delete(client: redis.Redis, batch_id: str) -> None:

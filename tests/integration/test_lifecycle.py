@@ -64,6 +64,28 @@ def test_cancel_mid_run_keeps_finished_results(tmp_path: Path, redis_client, wri
     assert_complete(redis_client, batch_id, 100, served)
 
 
+def test_retry_after_a_cancel_reruns_the_fed_lines_and_counts_the_never_fed(
+        tmp_path: Path, redis_client, write_config, corral) -> None:
+    config = write_config()
+    env = {"CORRAL_QUEUE_DEPTH": "20"}  # no worker runs: 20 lines fed, 80 left in the spool
+    batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(100))),
+                      config=config, env_extra=env).stdout.strip()
+    keys = BatchKeys(batch_id)
+    fed = redis_client.hlen(keys.bodies)
+    assert 0 < fed < 100
+    assert corral("cancel", batch_id, config=config, env_extra=env).returncode == 0
+    assert codes(redis_client, batch_id) == {"batch_cancelled": 100}
+
+    retried = corral("retry", batch_id, config=config, env_extra=env)
+
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.strip() == str(fed)
+    assert f"{fed} failed lines enqueued again" in retried.stderr
+    assert f"{100 - fed} failed lines left as they are" in retried.stderr
+    assert redis_client.llen(keys.history) == fed  # the fed lines' old records
+    assert codes(redis_client, batch_id) == {"batch_cancelled": 100 - fed}
+
+
 def test_lines_not_done_by_the_completion_window_expire(tmp_path: Path, redis_client,
                                                        write_config, corral) -> None:
     config = write_config()
