@@ -78,7 +78,7 @@ class GroupCommit:
             for caller in group:
                 for script, keys, args in caller.calls:
                     pipe.call(script, keys, args)
-            results = pipe.execute(raise_on_error=False)
+            results = pipe.execute()
             start = 0
             for caller in group:
                 caller.results = results[start:start + len(caller.calls)]

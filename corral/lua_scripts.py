@@ -56,13 +56,9 @@ class ScriptPipeline(ScriptCalls):
         super().__init__()
         self._client = client
 
-    def execute(self, *, raise_on_error: bool = True) -> list[Any]:
-        """Send every queued call; returns their results in order.
-
-        Args:
-            raise_on_error: raise the first call's error; if False, a call's error takes its
-                place among the results. A lost connection raises either way.
-        """
+    def execute(self) -> list[Any]:
+        """Send every queued call; returns their results in order, a call's error in its place
+        (its caller decides what to raise). A lost connection raises."""
         pipe = self._client.pipeline(transaction=False)
         for script, keys, args in self.calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -74,8 +70,4 @@ class ScriptPipeline(ScriptCalls):
                     results[index] = script(keys=keys, args=args)  # loads it, then runs it
                 except redis.ResponseError as err:
                     results[index] = err
-        if raise_on_error:
-            for result in results:
-                if isinstance(result, Exception):
-                    raise result
         return results
