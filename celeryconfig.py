@@ -1,14 +1,15 @@
 """Celery's settings module for corral; every value comes from corral's settings (environment)."""
 
-from corral.redis_client import tls_options_for
-from corral.settings import get_settings
+# Underscored names: Celery's `inspect conf` (and Flower's worker page) lists every other name.
+from corral.redis_client import tls_options_for as _tls_options_for
+from corral.settings import get_settings as _get_settings
 
-_settings = get_settings()
+_settings = _get_settings()
 
 broker_url = _settings.effective_broker_url
 # A rediss:// broker verifies the server's certificate with corral's TLS settings (kombu alone
 # would connect without verifying); ssl_* query parameters in the URL replace these.
-broker_use_ssl = tls_options_for(broker_url, _settings) or None
+broker_use_ssl = _tls_options_for(broker_url, _settings) or None
 broker_connection_retry_on_startup = True
 # A job lost with its worker comes back after the visibility timeout (see corral.settings for
 # the check against the other timings); kombu looks for such jobs every restore interval
@@ -41,11 +42,11 @@ worker_cancel_long_running_tasks_on_connection_loss = False
 task_ignore_result = True
 result_backend = None
 
-# No broadcast remote control (`celery inspect`/`control`): its pub/sub subscription is the
-# part of kombu's Redis transport that can crash a worker when Redis restarts (an
-# AttributeError while the subscriber reconnects). Flower still sees workers and tasks
-# through events, which the workers publish.
-worker_enable_remote_control = False
+# Broadcast remote control (`celery inspect`/`control`): Flower's worker pages, pool and queue
+# buttons and revoke. Its second channel on the worker's broker connection is what let kombu
+# crash a worker when Redis restarted; workers/kombu_lost_connection.py closes that gap.
+# CORRAL_REMOTE_CONTROL=false turns it off (Flower then sees workers through events only).
+worker_enable_remote_control = _settings.remote_control
 
 # Task events feed Flower and `celery events`; the arguments are pointers only.
 # CORRAL_TASK_EVENTS=false turns them off: Flower then shows no tasks, and a worker publishes

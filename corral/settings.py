@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     log_each_job: bool = False
     # Task events (received, started, succeeded) for Flower and `celery events`.
     task_events: bool = True
+    # Celery's remote control (`celery inspect`/`control`, Flower's worker pages and buttons).
+    remote_control: bool = True
 
     request_deadline_s: float = 300.0
     max_retry_delay_s: float = 60.0

@@ -19,11 +19,12 @@ from corral.celery_app import RUN_JOB_TASK, create_app
 from corral.errors import ConfigError, CorralError
 from corral.logs import bind_job, format_line, unbind_job, use_json
 from corral.settings import get_settings
-from workers import kombu_client_reuse
+from workers import kombu_client_reuse, kombu_lost_connection
 
 app = create_app("corral")
 app.conf.include = ["workers.tasks"]
 kombu_client_reuse.install()
+kombu_lost_connection.install()
 
 
 # Connections a worker's consumer needs besides one per task slot (its BRPOP, the restore of
