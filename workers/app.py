@@ -5,6 +5,7 @@ import sys
 from contextvars import Token
 from typing import Any
 
+from celery import concurrency
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
@@ -20,11 +21,15 @@ from corral.errors import ConfigError, CorralError
 from corral.logs import bind_job, format_line, unbind_job, use_json
 from corral.settings import get_settings
 from workers import kombu_client_reuse, kombu_lost_connection
+from workers.pools import SLOT_GROWTH
 
 app = create_app("corral")
 app.conf.include = ["workers.tasks"]
 kombu_client_reuse.install()
 kombu_lost_connection.install()
+# `--pool threads` and `--pool gevent` get corral's pools: Celery's, able to grow and shrink.
+concurrency.ALIASES.update(threads="workers.pools.thread:ThreadTaskPool",
+                           gevent="workers.pools.gevent:GeventTaskPool")
 
 
 # Connections a worker's consumer needs besides one per task slot (its BRPOP, the restore of
@@ -37,10 +42,12 @@ def _size_broker_pool(conf: Any, options: dict[str, Any], **_: object) -> None:
     # kombu's Redis transport files every delivery as unacked and every ack through one pool
     # of 10 connections (its default), and in a gevent pool each task slot acks on its own:
     # with more slots than that the pool runs dry under load (MaxConnectionsError: an ack
-    # lost, so the message is redelivered after the visibility timeout). One per slot.
-    concurrency = options.get("concurrency") or conf.worker_concurrency or 1
-    conf.broker_transport_options = {**(conf.broker_transport_options or {}),
-                                     "max_connections": concurrency + CONSUMER_CONNECTIONS}
+    # lost, so the message is redelivered after the visibility timeout). One per slot the
+    # worker may grow to (redis-py opens them only when they are needed).
+    slots = options.get("concurrency") or conf.worker_concurrency or 1
+    conf.broker_transport_options = {
+        **(conf.broker_transport_options or {}),
+        "max_connections": slots * SLOT_GROWTH + CONSUMER_CONNECTIONS}
 
 
 @worker_init.connect
