@@ -9,7 +9,6 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +37,7 @@ from workers.backoff import backoff_delay_s
 from workers.buckets import Admission
 from workers.budget import Budget, BudgetExceededError
 from workers.circuit import CircuitBreaker
+from workers.delivery import LineEnded, RetryLater
 from workers.provider_client import Completion, ProviderClient
 from workers.rate_limiter import NoCallMadeError, RateLimiter, ShuttingDownError
 
@@ -49,14 +49,6 @@ LEASE_MARGIN_S = 5.0
 Settle = Callable[[ScriptCalls], None]
 # Capacity start_job.lua took for the call: its tokens and its admission.
 Admitted = tuple[int, Admission]
-
-
-@dataclass(frozen=True)
-class RetryLater:
-    """The line should be tried again after `delay_s`."""
-
-    delay_s: float
-    reason: str
 
 
 class JobRunner:
@@ -85,9 +77,9 @@ class JobRunner:
         self._lease_ms = int((settings.job_s + LEASE_MARGIN_S) * 1000)
         self._models_by_queue = {model.queue: model for model in config.models.values()}
 
-    def run(self, batch_id: str, custom_id: str, queue: str | None = None) -> RetryLater | None:
-        """One delivery of a line from `queue` (when known); None once the line has its
-        terminal record (or is skipped)."""
+    def run(self, batch_id: str, custom_id: str, queue: str | None = None) \
+            -> RetryLater | LineEnded:
+        """One delivery of a line from `queue` (when known): what it came to."""
         keys = BatchKeys(batch_id)
         script_keys = [keys.outcomes, keys.meta, keys.bodies, keys.attempts,
                        keys.lease(custom_id), keys.inflight]
@@ -99,17 +91,18 @@ class JobRunner:
         verdict, attempt, raw_job, *ran = self._group_commit.run(
             [(self._start_job, script_keys, args)])[0]
         if verdict == "cancelled":
-            self._fail(batch_id, custom_id, "batch_cancelled", "the batch was cancelled", None)
-        elif verdict == "expired":
+            return self._fail(batch_id, custom_id, "batch_cancelled", "the batch was cancelled",
+                              None)
+        if verdict == "expired":
             self._client.hset(keys.meta, "end_status", "expired")
-            self._fail(batch_id, custom_id, "batch_expired",
-                       "the batch's completion window ended before this line ran", None)
-        elif verdict == "leased":
+            return self._fail(batch_id, custom_id, "batch_expired",
+                              "the batch's completion window ended before this line ran", None)
+        if verdict == "leased":
             # Another worker runs the line now. If it finishes, this message finds the record;
             # if it dies, its lease runs out and this message runs the line.
             return RetryLater(min(int(attempt) / 1000, self._settings.max_retry_delay_s),
                               "another worker holds the line's lease")
-        elif verdict == "run":
+        if verdict == "run":
             budgeted, *admission = ran
             admitted = (int(admission[0]), Admission(*map(int, admission[1:]))) \
                 if admission else None
@@ -128,9 +121,13 @@ class JobRunner:
                 # The message goes back (requeue or redelivery): let it run at once.
                 self._client.delete(keys.lease(custom_id))
                 raise
-        else:
-            log.info("skip %s/%s: %s", batch_id, custom_id, verdict)
-        return None
+        log.info("skip %s/%s: %s", batch_id, custom_id, verdict)
+        return LineEnded("skipped", detail=str(verdict))
+
+    def _queue_model(self, queue: str | None) -> str:
+        """The configured model whose queue this is, or "" when unknown."""
+        model = self._models_by_queue.get(queue or "")
+        return model.name if model is not None else ""
 
     def _inline_acquire(self, queue: str | None) -> tuple[str, list[str | int]] | None:
         """start_job.lua's bucket key and arguments to take the call's capacity with, when the
@@ -146,52 +143,48 @@ class JobRunner:
         return key, [model.name, *limits, self._settings.max_attempts]
 
     def _attempt(self, batch_id: str, custom_id: str, attempt: int, job: dict[str, Any], *,
-                 budgeted: bool, admitted: Admitted | None) -> RetryLater | None:
+                 budgeted: bool, admitted: Admitted | None) -> RetryLater | LineEnded:
         keys = BatchKeys(batch_id)
         call = keys.call_id(custom_id, attempt)
         route = job.get("route")
         model = self._config.models.get(job["model"])
         if model is None:
-            self._fail(batch_id, custom_id, "invalid_request",
-                       f"model {job['model']!r} is no longer configured on this worker", route,
-                       settled_call=call, model=job["model"])
-            return None
+            return self._fail(batch_id, custom_id, "invalid_request",
+                              f"model {job['model']!r} is no longer configured on this worker",
+                              route, settled_call=call, model=job["model"])
         if attempt > self._settings.max_attempts:
             # Earlier attempts started but never ended: their workers died mid-call.
-            self._fail(batch_id, custom_id, "attempts_exhausted",
-                       f"started {attempt - 1} times without finishing (workers lost?)", route,
-                       settled_call=call, model=model.name)
-            return None
+            return self._fail(batch_id, custom_id, "attempts_exhausted",
+                              f"started {attempt - 1} times without finishing (workers lost?)",
+                              route, settled_call=call, model=model.name)
         circuit = self._circuit.check(model.provider)
         if circuit is not None:
-            self._fail(batch_id, custom_id, circuit.code, circuit.message, route,
-                       settled_call=call, model=model.name)
-            return None
+            return self._fail(batch_id, custom_id, circuit.code, circuit.message, route,
+                              settled_call=call, model=model.name)
         stats = CallStats()
         try:
             completion, settle = self._call(batch_id, model, job["body"], budgeted=budgeted,
                                             stats=stats, admitted=admitted)
         except BudgetExceededError as err:
-            self._fail(batch_id, custom_id, "budget_exceeded", str(err), route,
-                       settled_call=call, model=model.name)
-            return None
+            return self._fail(batch_id, custom_id, "budget_exceeded", str(err), route,
+                              settled_call=call, model=model.name)
         except PermanentError as err:
-            if self._fall_back(batch_id, custom_id, call, model, job, err, stats):
-                return None
+            fallback = self._fall_back(batch_id, custom_id, call, model, job, err, stats)
+            if fallback is not None:
+                return LineEnded("rerouted", model=model.name, detail=fallback)
             if isinstance(err, AuthenticationError | InsufficientQuotaError):
                 circuit = self._circuit.open(model.provider, err)
                 # One clear message on the batch itself, shown by `corral status`.
                 self._client.hset(keys.meta, "last_error", json.dumps(
                     {"code": circuit.code, "message": circuit.message}))
-            self._fail_with(batch_id, custom_id, err, route, attempt, call, model, stats)
-            return None
+            return self._fail_with(batch_id, custom_id, err, route, attempt, call, model, stats)
         except RetryableError as err:
             # A call that timed out or lost its connection may still have been served and
             # billed: it stays in flight, counted at its worst case.
             settled = "" if err.maybe_served else call
             if attempt >= self._settings.max_attempts:
-                self._fail_with(batch_id, custom_id, err, route, attempt, settled, model, stats)
-                return None
+                return self._fail_with(batch_id, custom_id, err, route, attempt, settled, model,
+                                       stats)
             stats.retried = True
             pipe = self._client.pipeline(transaction=False)
             pipe.delete(keys.lease(custom_id))
@@ -203,19 +196,19 @@ class JobRunner:
                                       cap_s=self._settings.max_retry_delay_s,
                                       retry_after_s=err.retry_after_s, rng=self._rng)
             return RetryLater(delay_s, f"{type(err).__name__}: {err.message}")
-        self._succeed(batch_id, custom_id, model, completion, route, attempt, call, stats,
-                      settle)
-        return None
+        return self._succeed(batch_id, custom_id, model, completion, route, attempt, call,
+                             stats, settle)
 
     def _fall_back(self, batch_id: str, custom_id: str, call: str, model: ModelConfig,
-                   job: dict[str, Any], err: PermanentError, stats: CallStats) -> bool:
-        """Re-route a line once to the model's fallback when the model cannot serve it."""
+                   job: dict[str, Any], err: PermanentError, stats: CallStats) -> str | None:
+        """Re-route a line once to the model's fallback when the model cannot serve it;
+        returns the fallback's name, or None when the line stays."""
         error = err.body.get("error") if isinstance(err.body, dict) else None
         unknown_upstream = isinstance(error, dict) and error.get("code") == "model_not_found"
         route = job.get("route") or {}
         if model.fallback is None or route.get("fallback_from") or not (
                 isinstance(err, ContextLengthExceededError) or unknown_upstream):
-            return False
+            return None
         fallback = self._config.models[model.fallback]
         body = {**job["body"], "model": fallback.upstream}
         reason = (f"{route.get('reason', '')}; fallback from {model.name} after "
@@ -238,7 +231,7 @@ class JobRunner:
         self._send_jobs(batch_id, [(custom_id, fallback.queue)])
         log.info("line %s/%s re-routed from %s to %s", batch_id, custom_id, model.name,
                  fallback.name)
-        return True
+        return fallback.name
 
     def _call(self, batch_id: str, model: ModelConfig, body: dict[str, Any], *,
               budgeted: bool, stats: CallStats,
@@ -307,14 +300,22 @@ class JobRunner:
         """The worker is stopping: jobs waiting for capacity give their messages back."""
         self._limiter.stop_waiting()
 
-    def fail_internal(self, batch_id: str, custom_id: str, err: Exception) -> None:
+    def fail_internal(self, batch_id: str, custom_id: str, err: Exception) -> LineEnded:
         """End a line that hit a bug in corral with an `internal_error` record."""
-        self._fail(batch_id, custom_id, "internal_error",
-                   f"corral worker error: {type(err).__name__}: {err}", None)
+        return self._fail(batch_id, custom_id, "internal_error",
+                          f"corral worker error: {type(err).__name__}: {err}", None)
+
+    def end_revoked(self, batch_id: str, custom_id: str, queue: str | None,
+                    task_id: str) -> LineEnded:
+        """End a line whose job was revoked before it ran (Flower, `celery control revoke`)
+        with a `revoked` record, so it does not vanish; `corral retry` can run it again."""
+        return self._fail(batch_id, custom_id, "revoked",
+                          f"its job (task {task_id}) was revoked before it ran", None,
+                          model=self._queue_model(queue))
 
     def _succeed(self, batch_id: str, custom_id: str, model: ModelConfig,
                  completion: Completion, route: dict[str, Any] | None, attempt: int,
-                 call: str, stats: CallStats, settle: Settle) -> None:
+                 call: str, stats: CallStats, settle: Settle) -> LineEnded:
         usage = Usage.from_response(completion.body.get("usage"))
         cost_usd, list_cost_usd = cost_and_list_cost(usage, model)
         stats.usage, stats.cost_nusd = usage, to_nano_usd(cost_usd)
@@ -331,28 +332,33 @@ class JobRunner:
                                      along=settle):
             log.info("duplicate result for %s/%s kept out; its cost is in the ledger",
                      batch_id, custom_id)
+            return LineEnded("duplicate", model.name, usage, cost_usd)
+        return LineEnded("completed", model.name, usage, cost_usd)
 
     def _fail_with(self, batch_id: str, custom_id: str, err: ProviderError,
                    route: dict[str, Any] | None, attempt: int, settled_call: str,
-                   model: ModelConfig, stats: CallStats) -> None:
+                   model: ModelConfig, stats: CallStats) -> LineEnded:
         message = err.message if isinstance(err, PermanentError) \
             else f"gave up after {attempt} attempts: {err.message}"
         response = None
         if err.status_code is not None and 400 <= err.status_code < 500 and err.body is not None:
             response = {"status_code": err.status_code, "request_id": err.request_id or "",
                         "body": err.body}
-        self._fail(batch_id, custom_id, err.code, message, route, response,
-                   settled_call=settled_call, model=model.name, call_counts=stats.increments())
+        return self._fail(batch_id, custom_id, err.code, message, route, response,
+                          settled_call=settled_call, model=model.name,
+                          call_counts=stats.increments())
 
     def _fail(self, batch_id: str, custom_id: str, code: str, message: str,
               route: dict[str, Any] | None, response: dict[str, Any] | None = None, *,
               settled_call: str = "", model: str = "",
-              call_counts: dict[str, int] | None = None) -> None:
+              call_counts: dict[str, int] | None = None) -> LineEnded:
         log.info("line %s/%s failed: %s", batch_id, custom_id, code)
-        self._outcomes.record(batch_id, error_record(custom_id, code=code, message=message,
-                                                     response=response, route=route),
-                              settled_call=settled_call, model=model or _route_model(route),
-                              call_counts=call_counts)
+        model = model or _route_model(route)
+        written = self._outcomes.record(
+            batch_id, error_record(custom_id, code=code, message=message, response=response,
+                                   route=route),
+            settled_call=settled_call, model=model, call_counts=call_counts)
+        return LineEnded("failed" if written else "duplicate", model, detail=code)
 
 
 def _route_model(route: dict[str, Any] | None) -> str:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Task
 from celery.backends.base import DisabledBackend
 from celery.exceptions import Reject, Retry
+from celery.signals import task_revoked
 from redis import RedisError
 
 from corral.celery_app import RUN_JOB_TASK
 from corral.logs import job_context
 from workers.app import app
+from workers.delivery import RetryLater
 from workers.rate_limiter import ShuttingDownError
 from workers.runtime import job_runner
 
@@ -24,18 +27,22 @@ log = logging.getLogger(__name__)
 # and a gevent pool runs each task on a new greenlet, so it would build one for every job (about
 # a tenth of a gevent worker's time); this one stateless backend serves them all.
 @app.task(name=RUN_JOB_TASK, bind=True, max_retries=None, backend=DisabledBackend(app))
-def run_job(self: Task, batch_id: str, custom_id: str) -> None:
-    """Run one line of a batch; a retryable failure comes back later as a new message."""
+def run_job(self: Task, batch_id: str, custom_id: str) -> dict[str, Any]:
+    """Run one line of a batch; a retryable failure comes back later as a new message.
+
+    Returns what the line came to (outcome, model, tokens, cost: no prompt, no key), which
+    the task-succeeded event carries to Flower as the task's result.
+    """
     with job_context(batch_id, custom_id):  # every log line of the job names its line
-        _run_line(self, batch_id, custom_id)
+        return _run_line(self, batch_id, custom_id)
 
 
-def _run_line(task: Task, batch_id: str, custom_id: str) -> None:
+def _run_line(task: Task, batch_id: str, custom_id: str) -> dict[str, Any]:
     runner = job_runner()
     # The queue names the line's model: its rate-limit capacity is taken as the line starts.
     queue = (task.request.delivery_info or {}).get("routing_key")
     try:
-        retry = runner.run(batch_id, custom_id, queue)
+        delivery = runner.run(batch_id, custom_id, queue)
     except ShuttingDownError as err:
         raise Reject("worker stopping before the call", requeue=True) from err
     except RedisError as err:
@@ -46,15 +53,31 @@ def _run_line(task: Task, batch_id: str, custom_id: str) -> None:
     except Exception as err:
         # A bug must not silently drop a line: it ends with a record that says what broke.
         log.exception("unexpected error on %s/%s", batch_id, custom_id)
-        runner.fail_internal(batch_id, custom_id, err)
-        return
-    if retry is not None:
-        log.info("retry %s/%s in %.2f s: %s", batch_id, custom_id, retry.delay_s, retry.reason)
-        try:
-            task.retry(countdown=retry.delay_s)
-        except Retry:
-            raise
-        except Exception as err:
-            # The retry message could not be sent: put this one back rather than ack it.
-            log.warning("could not schedule the retry of %s/%s: %s", batch_id, custom_id, err)
-            raise Reject(f"retry not sent: {type(err).__name__}", requeue=True) from err
+        return runner.fail_internal(batch_id, custom_id, err).summary()
+    if not isinstance(delivery, RetryLater):
+        return delivery.summary()
+    log.info("retry %s/%s in %.2f s: %s", batch_id, custom_id, delivery.delay_s,
+             delivery.reason)
+    try:
+        raise task.retry(countdown=delivery.delay_s)
+    except Retry:
+        raise
+    except Exception as err:
+        # The retry message could not be sent: put this one back rather than ack it.
+        log.warning("could not schedule the retry of %s/%s: %s", batch_id, custom_id, err)
+        raise Reject(f"retry not sent: {type(err).__name__}", requeue=True) from err
+
+
+@task_revoked.connect(sender=run_job)
+def _end_revoked_line(request: Any, terminated: bool = False, **_: object) -> None:
+    """A job revoked before it ran (Flower's revoke button, `celery control revoke`) is acked
+    and dropped by Celery: end its line with a `revoked` record, so it never vanishes."""
+    if terminated:
+        return  # it was running: its own outcome ends the line
+    batch_id, custom_id = request.args
+    queue = (request.delivery_info or {}).get("routing_key")
+    try:
+        job_runner().end_revoked(batch_id, custom_id, queue, request.id)
+    except RedisError as err:
+        # The message is gone; the reconciler sends the line again (it has no record).
+        log.warning("could not record the revoke of %s/%s: %s", batch_id, custom_id, err)
