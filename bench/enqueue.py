@@ -9,7 +9,9 @@ Every variant publishes ``--lines`` ``corral.run_job`` messages with the same ar
   (headers built once, ids and arguments per message): how DESIGN §4 measured "kombu's
   batched producer";
 - ``kombu-batch``: the same inside kombu's own ``Producer.batch()`` (pipelines of 1,000);
-- ``corral``: ``corral.jobs.send_jobs``, called once per ``--chunk`` lines like a submit.
+- ``corral``: ``corral.jobs.send_jobs``, called once per ``--chunk`` lines like a submit,
+  with its ``task-sent`` events (a thousand per event message, for Flower);
+- ``corral-quiet``: the same with ``task_send_sent_event`` off: what those events cost.
 
 Each run of a variant gets a fresh app and connection (made before the clock starts) and an
 empty Redis database 10 (only that one is ever flushed); rounds interleave the variants so
@@ -105,6 +107,16 @@ def prepare_kombu_batch(app: Celery, stack: ExitStack, _: argparse.Namespace) ->
 
 def prepare_corral(app: Celery, stack: ExitStack, args: argparse.Namespace) -> Publish:
     """``send_jobs`` once per chunk of lines."""
+    return _prepare_corral(app, args)
+
+
+def prepare_corral_quiet(app: Celery, stack: ExitStack, args: argparse.Namespace) -> Publish:
+    """``send_jobs`` once per chunk of lines, no ``task-sent`` events."""
+    app.conf.task_send_sent_event = False
+    return _prepare_corral(app, args)
+
+
+def _prepare_corral(app: Celery, args: argparse.Namespace) -> Publish:
     with app.producer_or_acquire() as producer:
         _ = producer.channel  # fills the pool's connection before the clock starts
 
@@ -120,6 +132,7 @@ VARIANTS = (
     Variant("kombu", "(b) kombu Producer.publish loop", prepare_kombu),
     Variant("kombu-batch", "(b') kombu Producer.batch()", prepare_kombu_batch),
     Variant("corral", "(c) corral send_jobs", prepare_corral),
+    Variant("corral-quiet", "(c') the same, no task-sent events", prepare_corral_quiet),
 )
 
 

@@ -20,6 +20,7 @@ from kombu.transport.redis import Channel as RedisChannel
 from kombu.utils.json import dumps as json_dumps
 
 from corral.celery_app import RUN_JOB_TASK
+from corral.sent_events import publish_sent_events
 
 VALUES_PER_LPUSH = 1000
 LPUSHES_PER_ROUND_TRIP = 8
@@ -62,24 +63,25 @@ class MessageTemplate:
     repr_maxsize: int
     repr_maxlevels: int
 
-    def render(self, custom_id: str, task_id: str, delivery_tag: str) -> str:
-        """The stored JSON of one message."""
+    def render(self, custom_id: str, task_id: str, delivery_tag: str) -> tuple[str, str]:
+        """The stored JSON of one message, and its argsrepr as a JSON string."""
         if self.plain_prefix is not None and _PLAIN_ID.fullmatch(custom_id):
             id_json = f'"{custom_id}"'.encode()
-            argsrepr = f"{self.plain_prefix}{custom_id}')"
+            # Printable ASCII without quotes or backslashes: JSON as it is.
+            argsrepr_json = f"\"{self.plain_prefix}{custom_id}')\""
         else:
             id_json = json.dumps(custom_id).encode()
-            argsrepr = json.dumps(saferepr((self.batch_id, custom_id), self.repr_maxsize,
-                                           maxlevels=self.repr_maxlevels))[1:-1]
+            argsrepr_json = json.dumps(saferepr((self.batch_id, custom_id), self.repr_maxsize,
+                                                maxlevels=self.repr_maxlevels))
         body = base64.b64encode(self.body_head + id_json + self.body_tail).decode("ascii")
-        parts = (task_id, delivery_tag, body, argsrepr)
+        parts = (task_id, delivery_tag, body, argsrepr_json[1:-1])
         # A join of the cut pieces: several times faster than str.format on the ~750
         # characters of the envelope.
         pieces = [self.literals[0]]
         for slot, literal in zip(self.slots, self.literals[1:], strict=True):
             pieces.append(parts[slot])
             pieces.append(literal)
-        return "".join(pieces)
+        return "".join(pieces), argsrepr_json
 
 
 def redis_channel(app: Celery, producer: Producer) -> RedisChannel | None:
@@ -117,11 +119,7 @@ def build_template(app: Celery, channel: RedisChannel, queue: Queue,
     kombu's own ``prepare_message`` wraps them as its Redis channel does before LPUSH.
     """
     marks = {slot: f"{_MARK}{slot}" for slot in (*_SLOTS, "custom_id")}
-    root_id = parent_id = None
-    parent = app.current_worker_task
-    if parent:
-        root_id = parent.request.root_id or parent.request.id
-        parent_id = parent.request.id
+    root_id, parent_id = _parent_ids(app)
     headers, properties, body, _ = app.amqp.create_task_message(
         marks["task_id"], RUN_JOB_TASK, (batch_id, marks["custom_id"]), None,
         reply_to=app.thread_oid, root_id=root_id, parent_id=parent_id,
@@ -144,6 +142,15 @@ def build_template(app: Celery, channel: RedisChannel, queue: Queue,
         body_tail=body_tail, batch_id=batch_id,
         plain_prefix=f"('{batch_id}', '" if plain else None,
         repr_maxsize=app.amqp.argsrepr_maxsize, repr_maxlevels=app.conf.task_repr_maxlevels)
+
+
+def _parent_ids(app: Celery) -> tuple[str | None, str | None]:
+    """(root_id, parent_id) of messages sent from inside a task (a worker's fallback), as
+    `send_task` sets them; (None, None) elsewhere."""
+    parent = app.current_worker_task
+    if not parent:
+        return None, None
+    return parent.request.root_id or parent.request.id, parent.request.id
 
 
 def uuid4_strings(count: int) -> list[str]:
@@ -182,21 +189,28 @@ def push_messages(client: redis.Redis, messages: Iterable[tuple[str, str]]) -> i
     return pushed
 
 
-def rendered(templates: dict[str, MessageTemplate],
-             jobs: Sequence[tuple[str, str]]) -> Iterator[tuple[str, str]]:
-    """(list key, message JSON) per (custom_id, queue); ids drawn for a thousand at a time."""
+def rendered(templates: dict[str, MessageTemplate], jobs: Sequence[tuple[str, str]],
+             sent: list[tuple[str, str, str]] | None = None) -> Iterator[tuple[str, str]]:
+    """(list key, message JSON) per (custom_id, queue); ids drawn for a thousand at a time.
+
+    With `sent`, appends each message's (task id, argsrepr as a JSON string, queue name).
+    """
     for start in range(0, len(jobs), VALUES_PER_LPUSH):
         block = jobs[start:start + VALUES_PER_LPUSH]
         ids = uuid4_strings(2 * len(block))
         for (custom_id, queue), task_id, delivery_tag in zip(block, ids[0::2], ids[1::2],
                                                              strict=True):
             template = templates[queue]
-            yield template.key, template.render(custom_id, task_id, delivery_tag)
+            message, argsrepr_json = template.render(custom_id, task_id, delivery_tag)
+            if sent is not None:
+                sent.append((task_id, argsrepr_json, queue))
+            yield template.key, message
 
 
 def publish_jobs(app: Celery, producer: Producer, channel: RedisChannel, batch_id: str,
                  jobs: Sequence[tuple[str, str]], queues: dict[str, Queue]) -> int:
-    """Declare each queue once (as `send_task` does), then push every job's message.
+    """Declare each queue once (as `send_task` does), then push every job's message, then
+    their `task-sent` events (corral/sent_events.py).
 
     Args:
         app: the Celery app whose configuration and declarations the messages follow.
@@ -216,5 +230,10 @@ def publish_jobs(app: Celery, producer: Producer, channel: RedisChannel, batch_i
         producer.maybe_declare(queue)
     templates = {name: build_template(app, channel, queue, batch_id)
                  for name, queue in queues.items()}
+    sent: list[tuple[str, str, str]] | None = [] if app.conf.task_send_sent_event else None
     with channel.conn_or_acquire() as client:
-        return push_messages(client, rendered(templates, jobs))
+        pushed = push_messages(client, rendered(templates, jobs, sent))
+    if sent:
+        root_id, parent_id = _parent_ids(app)
+        publish_sent_events(app, producer, sent, root_id=root_id, parent_id=parent_id)
+    return pushed

@@ -18,12 +18,12 @@ def send_jobs(app: Celery, batch_id: str, jobs: Iterable[tuple[str, str]]) -> in
     per LPUSH (`corral.fast_publish`), many times faster than `send_task` per line; elsewhere
     (AMQP) each goes through `send_task`. Either way a worker receives the same message.
 
-    The Redis path publishes no ``task-sent`` event and sends no ``before/after_task_publish``
-    signal (nor adds children to a parent task's trail, which only result backends read). One
-    event per line would double the Redis commands, and a large submit would overrun Redis's
-    pub/sub output buffer (32 MB by default) of a subscriber such as Flower, which Redis then
-    disconnects. Flower still shows every task from the workers' received, started and
-    succeeded events.
+    The Redis path publishes the ``task-sent`` events too (Flower lists each job as queued),
+    a thousand per event message (`corral.sent_events`): one per line would double the Redis
+    commands, and a large submit would overrun the pub/sub output buffer (32 MB by default) of
+    a subscriber such as Flower, which Redis then disconnects. It sends no
+    ``before/after_task_publish`` signal (nor adds children to a parent task's trail, which
+    only result backends read).
 
     Raises:
         redis.RedisError: the Redis broker failed; some messages may be queued already, and

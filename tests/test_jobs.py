@@ -13,6 +13,7 @@ import pytest
 import redis
 from celery import Celery
 from celery._state import _task_stack
+from celery.utils.saferepr import saferepr
 from kombu import Exchange, Queue
 
 from corral import fast_publish
@@ -201,3 +202,63 @@ def test_uuid4_strings_are_random_version_4_uuids() -> None:
     assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in parsed)
     assert [str(u) for u in parsed] == ids
     assert len(set(ids)) == 5_000
+
+
+def published_events(pubsub: redis.client.PubSub, wanted: int) -> list[tuple[str, Any]]:
+    """(routing key, decoded body) of kombu event messages, until `wanted` events arrived."""
+    got: list[tuple[str, Any]] = []
+    count = 0
+    for _ in range(1_000):
+        message = pubsub.get_message(timeout=5.0)
+        assert message is not None, f"only {count} of {wanted} events arrived"
+        if message["type"] != "pmessage":
+            continue
+        envelope = json.loads(message["data"])
+        body = json.loads(base64.b64decode(envelope["body"]))
+        got.append((message["channel"].rsplit("/", 1)[-1], body))
+        count += len(body) if isinstance(body, list) else 1
+        if count >= wanted:
+            return got
+    raise AssertionError("too many messages")
+
+
+def test_fast_path_sends_the_task_sent_events_send_task_sends_a_thousand_per_message(
+        app: Celery, redis_client: redis.Redis) -> None:
+    pubsub = redis_client.pubsub()
+    pubsub.psubscribe("*celeryev*")
+    assert pubsub.get_message(timeout=5.0)["type"] == "psubscribe"
+    send_one_with_celery(app, "batch_abc", "by-celery")
+    ids = [f"line-{i}" for i in range(2_497)] + ['say "hi"', "back\\slash", "질문-1"]
+    assert send_jobs(app, "batch_abc", [(custom_id, QUEUE) for custom_id in ids]) == 2_500
+    messages = published_events(pubsub, 2_501)
+    pubsub.close()
+
+    (celery_key, celery_event), *fast = messages
+    assert celery_key == "task.sent" and celery_event["type"] == "task-sent"
+    assert [(key, len(body)) for key, body in fast] == \
+        [("task.multi", 1_000), ("task.multi", 1_000), ("task.multi", 500)]
+    events = [event for _, body in fast for event in body]
+    stored = [json.loads(raw) for raw in reversed(redis_client.lrange(QUEUE, 0, -2))]
+    assert [event["uuid"] for event in events] == [m["headers"]["id"] for m in stored]
+    assert [event["args"] for event in events] == \
+        [m["headers"]["argsrepr"] for m in stored] == \
+        [saferepr(("batch_abc", custom_id)) for custom_id in ids]
+    varying = {"uuid", "root_id", "args", "timestamp", "clock"}
+    assert all(event["root_id"] == event["uuid"] for event in events)
+    assert all({k: v for k, v in event.items() if k not in varying}
+               == {k: v for k, v in celery_event.items() if k not in varying}
+               for event in events)
+    assert len({event["clock"] for event in events}) == 2_500  # each event ticks the clock
+
+
+def test_no_sent_events_when_task_send_sent_event_is_off(app: Celery,
+                                                         redis_client: redis.Redis) -> None:
+    app.conf.task_send_sent_event = False
+    pubsub = redis_client.pubsub()
+    pubsub.psubscribe("*celeryev*")
+    assert pubsub.get_message(timeout=5.0)["type"] == "psubscribe"
+    send_jobs(app, "batch_abc", [("a", QUEUE)])
+    send_one_with_celery(app, "batch_abc", "b")
+    assert pubsub.get_message(timeout=0.5) is None
+    pubsub.close()
+    assert redis_client.llen(QUEUE) == 2
