@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from corral.redis_keys import BatchKeys
 from producer.local_stack import ChildProcess
 from producer.views import wait_for_batch
 from tests.integration.helpers import request, write_jsonl
@@ -90,25 +93,40 @@ def test_flower_shows_the_backlog_per_model_then_every_finished_task_with_pointe
              for i in range(20)]
     batch_id = submit(corral, config, write_jsonl(tmp_path / "batch.jsonl", lines))
 
-    # No worker yet: the Broker page's queue list shows each model's backlog without one.
+    # No worker yet: the Broker page's queue list shows each model's backlog without one,
+    # and the Tasks page lists every queued job (task-sent events from the fast publish path).
     backlog = {queue["name"]: queue["messages"]
                for queue in flower.get("/api/queues/length").json()["active_queues"]}
     assert backlog == {"corral.big": 5, "corral.small": 15, "corral.default": 0}
     broker_page = flower.get("/broker")
     assert broker_page.status_code == 200
     assert all(f'<td>{queue}</td>' in broker_page.text for queue in QUEUES)
+    queued = poll(lambda: len(tasks := run_job_tasks(flower, "PENDING")) >= 20 and tasks)
+    assert sorted(ast.literal_eval(task["args"])[1] for task in queued.values()) == \
+        sorted(f"q-{i}" for i in range(20))
+    assert {task["routing_key"] for task in queued.values()} == set(QUEUES)
 
     start_workers(config, QUEUES, concurrency=4)
     batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
 
     done = poll(lambda: len(tasks := run_job_tasks(flower, "SUCCESS")) >= 20 and tasks)
-    assert len(done) == 20
+    assert set(done) == set(queued)  # the same tasks, now finished
     args = sorted(tuple(ast.literal_eval(task["args"])) for task in done.values())
     assert args == sorted((batch_id, f"q-{i}") for i in range(20))
-    assert all(task["kwargs"] == "{}" and task["result"] == "None" for task in done.values())
-    assert all(task["runtime"] > 0 and task["worker"].startswith("test-0@")
-               for task in done.values())
+    assert all(task["kwargs"] == "{}" and task["runtime"] > 0
+               and task["worker"].startswith("test-0@") for task in done.values())
+    # Each finished task's result says what its line came to: model, tokens, cost.
+    for task in done.values():
+        summary = ast.literal_eval(task["result"])
+        model = "big" if int(ast.literal_eval(task["args"])[1][2:]) % 4 == 0 else "small"
+        assert summary["line"] == "completed" and summary["model"] == model, summary
+        assert summary["input_tokens"] > 0 and summary["output_tokens"] > 0
+        assert Decimal(summary["cost_usd"]) > 0
+    record_costs = sum(Decimal(entry["cost_usd"]) for entry in map(
+        json.loads, redis_client.lrange(BatchKeys(batch_id).ledger, 0, -1)))
+    assert sum(Decimal(ast.literal_eval(task["result"])["cost_usd"])
+               for task in done.values()) == record_costs
     assert all(queue["messages"] == 0
                for queue in flower.get("/api/queues/length").json()["active_queues"])
 
@@ -158,3 +176,84 @@ def test_corral_flower_refuses_to_start_without_basic_auth(write_config, corral)
     result = corral("flower", config=write_config(), env_extra={"FLOWER_BASIC_AUTH": ""})
     assert result.returncode == 2
     assert "FLOWER_BASIC_AUTH" in result.stderr
+
+
+def worker_info(flower: httpx.Client, name: str) -> dict:
+    """What Flower's worker API says of one worker, inspected afresh."""
+    response = flower.get("/api/workers", params={"refresh": 1, "workername": name})
+    response.raise_for_status()
+    return response.json()[name]
+
+
+def consumed_queues(flower: httpx.Client, name: str) -> set[str]:
+    return {queue["name"] for queue in worker_info(flower, name)["active_queues"]}
+
+
+def test_flower_lists_every_live_worker_and_controls_pools_queues_and_revokes(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers, corral,
+        start_flower) -> None:
+    sim = start_simulator("--latency-ms", "5")
+    config = write_config(f"{sim.base_url}/v1")
+    first = start_workers(config, ["corral.small"], concurrency=4)[0]
+    flower = start_flower(config)
+    name = poll(lambda: list(flower.get("/api/workers").json()))[0]
+    assert name.startswith("test-0@")
+    # A worker started after Flower is listed too, without anyone pressing refresh.
+    start_workers(config, ["corral.small"], concurrency=4)
+    listed = poll(lambda: len(names := flower.get("/api/workers").json()) == 2 and names)
+    assert sorted(listed) == sorted([name, name.replace("test-0@", "test-1@")])
+
+    page = flower.get(f"/worker/{name}")
+    assert page.status_code == 200  # pool, queues, processed tasks, active and reserved jobs
+    assert all(part in page.text for part in (
+        "Max concurrency", "<td>corral.small</td>", "Processed tasks", "Active tasks",
+        "Reserved tasks"))
+    stats = worker_info(flower, name)["stats"]
+    assert stats["pool"]["max-concurrency"] == 4 and "corral.run_job" in \
+        worker_info(flower, name)["registered"]
+
+    # Pool grow and shrink, within the worker's cap (4 x its starting slots).
+    assert flower.post(f"/api/worker/pool/grow/{name}", params={"n": 3}).status_code == 200
+    assert worker_info(flower, name)["stats"]["pool"]["max-concurrency"] == 7
+    assert flower.post(f"/api/worker/pool/shrink/{name}", params={"n": 5}).status_code == 200
+    assert worker_info(flower, name)["stats"]["pool"]["max-concurrency"] == 2
+    refused = flower.post(f"/api/worker/pool/grow/{name}", params={"n": 100})
+    assert refused.status_code == 403 and "at most 16 task slots" in refused.text
+
+    # Queue add: the first worker takes on model "big", which no worker consumed.
+    added = flower.post(f"/api/worker/queue/add-consumer/{name}", params={"queue": "corral.big"})
+    assert added.status_code == 200
+    assert poll(lambda: "corral.big" in consumed_queues(flower, name))
+    batch_id = submit(corral, config, write_jsonl(tmp_path / "big.jsonl", [
+        request(f"b-{i}", "big", f"Prove {i}") for i in range(6)]))
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
+    workers_of_big = {task["worker"] for task in run_job_tasks(flower, "SUCCESS").values()
+                      if ast.literal_eval(task["args"])[0] == batch_id}
+    assert workers_of_big == {name}
+
+    # Queue cancel, then a revoke from the Tasks page: the revoked job ends with a record.
+    cancelled = flower.post(f"/api/worker/queue/cancel-consumer/{name}",
+                            params={"queue": "corral.big"})
+    assert cancelled.status_code == 200
+    assert poll(lambda: "corral.big" not in consumed_queues(flower, name))
+    batch_id = submit(corral, config, write_jsonl(tmp_path / "big2.jsonl", [
+        request(f"r-{i}", "big", f"Prove {i}") for i in range(5)]))
+    queued = poll(lambda: {ast.literal_eval(task["args"])[1]: task_id
+                           for task_id, task in run_job_tasks(flower, "PENDING").items()
+                           if ast.literal_eval(task["args"])[0] == batch_id})
+    assert len(queued) == 5
+    assert flower.post(f"/api/task/revoke/{queued['r-2']}").status_code == 200
+    assert flower.post(f"/api/worker/queue/add-consumer/{name}",
+                       params={"queue": "corral.big"}).status_code == 200
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["request_counts"] == {"total": 5, "completed": 4, "failed": 1}
+    record = json.loads(redis_client.hget(BatchKeys(batch_id).outcomes, "r-2"))
+    assert record["error"]["code"] == "revoked" and queued["r-2"] in record["error"]["message"]
+    assert poll(lambda: run_job_tasks(flower, "REVOKED").get(queued["r-2"]))
+    # The revoked line runs again with `corral retry`, like any failed line.
+    retried = corral("retry", batch_id, "--codes", "revoked", config=config)
+    assert retried.returncode == 0 and retried.stdout.strip() == "1"
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    assert batch["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
+    assert first.process.poll() is None
