@@ -60,11 +60,12 @@ class EmbeddedRedis:
     """One redis-server child process; `stop()` (or leaving the `with`) ends it."""
 
     def __init__(self, *, port: int | None = None, data_dir: str | Path | None = None,
-                 appendonly: bool = False) -> None:
+                 appendonly: bool = False, appendfsync: str = "everysec") -> None:
         self.port = port or free_port()
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="corral-redis-"))
         self._appendonly = appendonly
+        self._appendfsync = appendfsync
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,7 +80,7 @@ class EmbeddedRedis:
                 "--maxmemory-policy", "noeviction",
                 "--appendonly", "yes" if self._appendonly else "no"]
         if self._appendonly:
-            args += ["--appendfsync", "everysec"]
+            args += ["--appendfsync", self._appendfsync]
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -89,6 +90,12 @@ class EmbeddedRedis:
                 raise RedisUnavailableError(f"could not start {args[0]} on port {self.port}")
             time.sleep(0.05)
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (its data directory stays for a restart)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
     def stop(self) -> None:
         """Stop the server (and remove its data directory if this object made it)."""

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     task_events: bool = True
     # Celery's remote control (`celery inspect`/`control`, Flower's worker pages and buttons).
     remote_control: bool = True
+    # How often `corral flower` asks the fleet for its live workers (see producer/flower_app).
+    flower_refresh_s: float = Field(default=10.0, gt=0)
 
     request_deadline_s: float = 300.0
     max_retry_delay_s: float = 60.0

@@ -10,9 +10,7 @@ from tornado.ioloop import PeriodicCallback
 
 from corral.celery_app import create_app
 from corral.config import find_config_path, load_config
-
-# How often Flower asks the fleet for its workers (`celery inspect`: stats, queues, conf...).
-WORKERS_REFRESH_S = 10.0
+from corral.settings import get_settings
 
 app = create_app("corral")
 # Flower's Broker page lists the queues that live workers consume, else `task_queues`.
@@ -30,7 +28,8 @@ def refresh_workers(flower: Flower) -> None:
     Flower inspects the workers once at its start and then only when asked, and never
     forgets one: a worker started later was missing, and a dead one stayed listed. This
     forgets the workers that Flower's events show offline (no heartbeat for a few seconds)
-    and inspects again; a worker that comes back is listed at the next refresh.
+    and inspects again; a worker that comes back is listed at the next refresh. The worker
+    API's `timestamp` of each worker tells when it last answered.
     """
     state = flower.events.state
     for name in list(flower.inspector.workers):
@@ -44,7 +43,9 @@ _start = Flower.start
 
 
 def _start_with_refresh(self: Flower, *args: Any, **kwargs: Any) -> None:
-    PeriodicCallback(lambda: refresh_workers(self), WORKERS_REFRESH_S * 1000).start()
+    # Every CORRAL_FLOWER_REFRESH_S: `celery inspect` stats, queues, registered and conf.
+    PeriodicCallback(lambda: refresh_workers(self),
+                     get_settings().flower_refresh_s * 1000).start()
     _start(self, *args, **kwargs)
 
 

@@ -33,6 +33,7 @@ class Stats:
         self._wall_clock_s = wall_clock_s
         self.first_request_ms: float | None = None
         self.last_response_ms: float | None = None
+        self.arrived = 0
         self.requests = 0
         self.hung = 0
         self.by_status: collections.Counter[str] = collections.Counter()
@@ -48,6 +49,7 @@ class Stats:
 
     def record_arrival(self) -> float:
         """Note that a chat call arrived; returns its wall-clock time in ms."""
+        self.arrived += 1
         arrived_ms = self._wall_clock_s() * 1000
         if self.first_request_ms is None:
             self.first_request_ms = arrived_ms
@@ -97,6 +99,7 @@ class Stats:
         served = sum(count for status, count in self.by_status.items() if status.startswith("2"))
         return {
             "requests": self.requests,
+            "in_flight": self.arrived - self.requests,
             "served": served,
             "hung": self.hung,
             "by_status": dict(self.by_status),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 from collections.abc import Iterator
 
@@ -45,8 +44,7 @@ def test_a_worker_connection_lost_mid_poll_closes_without_an_attribute_error(
              callbacks=[lambda _body, _message: None], accept=["json"]).consume()
     assert len(delivered) == 1 and tasks._in_poll
 
-    doomed_redis._process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
-    doomed_redis._process.wait()  # type: ignore[union-attr]
+    doomed_redis.kill()
     # What Celery's consumer does on a lost broker connection (on_connection_error_after_
     # connected): collect the connection, which detaches its transport, then close it.
     connection.collect(socket_timeout=1)

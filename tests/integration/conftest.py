@@ -29,6 +29,10 @@ FAST_TIMINGS = {
     "CORRAL_RECONCILE_INTERVAL_S": "2",
 }
 SIM_KEY = "sk-sim-test-key"
+FLOWER_AUTH = ("corral", "flower-test-pass")
+FLOWER_READY = re.compile(rb"Visit me at (http://[\d.]+:\d+)")
+# Flower's event receiver subscribes after it listens; events sent before that are not seen.
+FLOWER_LISTENING = re.compile(rb"Connected to redis")
 
 
 @dataclass
@@ -101,3 +105,28 @@ def corral(corral_env) -> Callable[..., subprocess.CompletedProcess[str]]:
                               capture_output=True, text=True, timeout=timeout_s, check=False)
 
     return run
+
+
+@pytest.fixture()
+def start_flower(tmp_path: Path, corral_env) -> Iterator[Callable[..., httpx.Client]]:
+    """Start `corral flower` on a free port (basic auth); yields an authenticated client."""
+    children: list[ChildProcess] = []
+    clients: list[httpx.Client] = []
+
+    def start(config: Path, env: dict[str, str] | None = None) -> httpx.Client:
+        flower_env = {**corral_env, "CORRAL_CONFIG": str(config),
+                      "FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH), **(env or {})}
+        child = ChildProcess("flower", [sys.executable, "-m", "producer", "flower", "--port", "0",
+                                        "--address", "127.0.0.1"], flower_env, tmp_path)
+        children.append(child)
+        base_url = child.wait_for(FLOWER_READY).group(1).decode()
+        child.wait_for(FLOWER_LISTENING)
+        client = httpx.Client(base_url=base_url, auth=FLOWER_AUTH, timeout=10.0)
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.close()
+    for child in children:
+        child.stop()

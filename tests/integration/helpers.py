@@ -1,9 +1,12 @@
-"""Small builders for integration tests' input files."""
+"""Small builders for integration tests' input files, and what they check and wait for."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def write_jsonl(path: Path, lines: list[dict | str]) -> Path:
@@ -46,3 +49,14 @@ def assert_each_line_called_once(client, batch_id: str, lines: int, served: int)
 
     unsettled = client.hlen(BatchKeys(batch_id).inflight)
     assert lines <= served <= lines + unsettled, (lines, served, unsettled)
+
+
+def poll(probe: Callable[[], Any], *, timeout_s: float = 30.0, interval_s: float = 0.2) -> Any:
+    """Call `probe` until it returns something truthy (returned), or fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"not reached within {timeout_s:g} s"
+        time.sleep(interval_s)

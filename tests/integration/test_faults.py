@@ -23,6 +23,7 @@ from producer.views import wait_for_batch
 from tests.integration.helpers import (
     assert_complete,
     assert_each_line_called_once,
+    poll,
     request,
     write_jsonl,
 )
@@ -33,13 +34,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 # visibility 8 s > 2 x (capacity wait 1 + deadline 2) + longest retry delay 0.5.
 QUICK_RECOVERY = {"CORRAL_REQUEST_DEADLINE_S": "2", "CORRAL_MAX_CAPACITY_WAIT_S": "1",
                   "CORRAL_VISIBILITY_TIMEOUT_S": "8"}
-
-
-def wait_until(predicate, timeout_s: float = 60.0, interval_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(interval_s)
 
 
 def finished(client: redis.Redis, batch_id: str) -> int:
@@ -59,7 +53,7 @@ def test_1_sigkill_one_of_three_workers_at_30_percent(tmp_path: Path, redis_clie
                             env=QUICK_RECOVERY)
     batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(1000))),
                       config=config, env_extra=QUICK_RECOVERY).stdout.strip()
-    wait_until(lambda: finished(redis_client, batch_id) >= 300)
+    poll(lambda: finished(redis_client, batch_id) >= 300, timeout_s=60.0)
     workers[0].process.send_signal(signal.SIGKILL)
     batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=90)
     assert batch["status"] == "completed"
@@ -85,7 +79,7 @@ def test_2_redis_restart_with_aof_mid_batch(tmp_path: Path, redis_client, write_
                       env=private, pool=pool)
         batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(600))),
                           config=config, env_extra=private).stdout.strip()
-        wait_until(lambda: finished(client, batch_id) >= 150)
+        poll(lambda: finished(client, batch_id) >= 150, timeout_s=60.0)
         server.stop()  # SHUTDOWN flushes the AOF, as a restart for maintenance would
         server = EmbeddedRedis(port=server.port, data_dir=data_dir, appendonly=True).start()
         batch = wait_for_batch(client, batch_id, show_progress=False, timeout_s=120)
@@ -159,7 +153,7 @@ def test_5_sigterm_mid_request_finishes_running_jobs_and_requeues_the_rest(
     first, second = start_workers(config, ["corral.small"], processes=2, concurrency=4)
     batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(40))),
                       config=config).stdout.strip()
-    wait_until(lambda: sim.stats()["requests"] >= 8)  # both workers are mid-request
+    poll(lambda: sim.stats()["requests"] >= 8, timeout_s=60.0)  # both workers are mid-request
     stopping = time.monotonic()
     first.process.send_signal(signal.SIGTERM)
     first.process.wait(timeout=30)
@@ -185,12 +179,12 @@ def test_6_sigkill_the_feeder_halfway_then_resume_feeds_only_the_rest(
     batch_id = submitted.stdout.strip()
     keys = BatchKeys(batch_id)
     assert int(redis_client.hget(keys.meta, "fed:small")) == 500  # the first share only
-    wait_until(lambda: redis_client.get(keys.feeder) is not None)  # the detached feeder
+    poll(lambda: redis_client.get(keys.feeder) is not None, timeout_s=60.0)  # the detached feeder
     feeder_pid = int(redis_client.get(keys.feeder).split(":")[1])
 
     start_workers(config, ["corral.small"], processes=2, concurrency=16)
-    wait_until(lambda: int(redis_client.hget(keys.meta, "fed:small")) >= total * 0.3,
-               interval_s=0.005)
+    poll(lambda: int(redis_client.hget(keys.meta, "fed:small")) >= total * 0.3,
+         timeout_s=60.0, interval_s=0.005)
     os.kill(feeder_pid, signal.SIGKILL)
     fed = int(redis_client.hget(keys.meta, "fed:small"))
     assert fed < total  # really killed halfway

@@ -4,67 +4,21 @@ from __future__ import annotations
 
 import ast
 import json
-import re
-import sys
-import time
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from corral.redis_keys import BatchKeys
-from producer.local_stack import ChildProcess
 from producer.views import wait_for_batch
-from tests.integration.helpers import request, write_jsonl
+from tests.integration.helpers import poll, request, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-AUTH = ("corral", "flower-test-pass")
-FLOWER_READY = re.compile(rb"Visit me at (http://[\d.]+:\d+)")
-# Flower's event receiver subscribes after it listens; events sent before that are not seen.
-FLOWER_LISTENING = re.compile(rb"Connected to redis")
 CANARY_PROMPT = "canary-prompt-7f3a9c"
 CANARY_KEY = "sk-canary-key-51d0e2"
 QUEUES = ["corral.big", "corral.small"]
-
-
-@pytest.fixture()
-def start_flower(tmp_path: Path, corral_env) -> Iterator[Callable[..., httpx.Client]]:
-    """Start `corral flower` on a free port (basic auth); yields an authenticated client."""
-    children: list[ChildProcess] = []
-    clients: list[httpx.Client] = []
-
-    def start(config: Path, env: dict[str, str] | None = None) -> httpx.Client:
-        flower_env = {**corral_env, "CORRAL_CONFIG": str(config),
-                      "FLOWER_BASIC_AUTH": ":".join(AUTH), **(env or {})}
-        child = ChildProcess("flower", [sys.executable, "-m", "producer", "flower", "--port", "0",
-                                        "--address", "127.0.0.1"], flower_env, tmp_path)
-        children.append(child)
-        base_url = child.wait_for(FLOWER_READY).group(1).decode()
-        child.wait_for(FLOWER_LISTENING)
-        client = httpx.Client(base_url=base_url, auth=AUTH, timeout=10.0)
-        clients.append(client)
-        return client
-
-    yield start
-    for client in clients:
-        client.close()
-    for child in children:
-        child.stop()
-
-
-def poll(probe: Callable[[], Any], *, timeout_s: float = 30.0) -> Any:
-    """Call `probe` until it returns something truthy, or fail after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "Flower did not show it in time"
-        time.sleep(0.2)
 
 
 def run_job_tasks(flower: httpx.Client, state: str) -> dict[str, dict]:
