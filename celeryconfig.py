@@ -48,11 +48,13 @@ result_backend = None
 # CORRAL_REMOTE_CONTROL=false turns it off (Flower then sees workers through events only).
 worker_enable_remote_control = _settings.remote_control
 
-# Task events feed Flower and `celery events`; the arguments are pointers only.
-# CORRAL_TASK_EVENTS=false turns them off: Flower then shows no tasks, and a worker publishes
-# three messages fewer per job (about a third of its consumer thread's work).
+# Task events feed Flower and `celery events`; the arguments are pointers only. Workers send
+# received, started and succeeded (or retried); the producer sends task-sent, a thousand per
+# message (corral/sent_events.py). CORRAL_TASK_EVENTS=false turns them all off: Flower then
+# shows no tasks (and re-enables the workers' events every 5 s unless run with
+# --enable_events=False). Worker heartbeats, which Flower's worker list needs, stay on.
 worker_send_task_events = _settings.task_events
-task_send_sent_event = True
+task_send_sent_event = _settings.task_events
 
 task_default_queue = "corral.default"
 

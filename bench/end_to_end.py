@@ -7,7 +7,9 @@ and reset simulator counters, and the contenders alternate within each round so 
 slows them alike:
 
 - ``corral``: ``--processes`` workers (threads pool, ``--concurrency`` slots each) already
-  consuming, then ``corral submit``; ``corral-pre``: the same but the workers start once the
+  consuming, then ``corral submit``; ``corral-quiet``: the same with task events off
+  (``CORRAL_TASK_EVENTS=false``, the submit's task-sent events too), so the two side by side
+  give what the events Flower needs cost; ``corral-pre``: the same but the workers start once the
   submit has returned (the bare task's method, so its ``served`` compares like for like; lines
   beyond ``CORRAL_QUEUE_DEPTH`` come from the feeder the submit spawned);
 - ``bare-threads`` / ``bare-gevent``: ``bench.bare_task`` (the same POST, nothing stored), all
@@ -53,8 +55,12 @@ from bench.overhead_stack import MAX_TOKENS, OverheadStack
 from bench.report import cell, machine, machine_line, median, table
 from bench.workload import make_lines, write_jsonl
 
-CONTENDERS = ("corral", "corral-pre", "bare-threads", "bare-gevent", "bare-live", "reference",
-              "cookbook")
+CONTENDERS = ("corral", "corral-quiet", "corral-pre", "bare-threads", "bare-gevent",
+              "bare-live", "reference", "cookbook")
+# corral-quiet's settings on top of the stack's: no task events (received, started,
+# succeeded from the workers; task-sent from the submit).
+QUIET_ENV = {"CORRAL_TASK_EVENTS": "false"}
+EVENTS_TARGET = 0.85
 ONE_PROCESS = ("reference", "cookbook")
 COOKBOOK_LOOP_SLEEP_MS = 1.0
 COOKBOOK_IN_FLIGHT = 10_000  # the cookbook caps nothing but the rate
@@ -125,7 +131,7 @@ def make_rows(args: argparse.Namespace) -> list[Row]:
               f"skipping {', '.join(needs_gevent)}", file=sys.stderr)
         args.contenders = [name for name in args.contenders if name not in needs_gevent]
     corral_slots = args.corral_concurrency or args.concurrency
-    slots = {"corral": corral_slots, "corral-pre": corral_slots,
+    slots = {"corral": corral_slots, "corral-quiet": corral_slots, "corral-pre": corral_slots,
              "bare-threads": args.concurrency, "bare-gevent": args.greenlets,
              "bare-live": args.greenlets,
              "reference": args.reference_in_flight, "cookbook": COOKBOOK_IN_FLIGHT}
@@ -140,7 +146,8 @@ def run_row(row: Row, stack: OverheadStack, files: tuple[Path, Path],
     run_dir.mkdir(parents=True, exist_ok=True)
     if row.contender.startswith("corral"):
         return run_corral(stack, batch_file, len(bodies), processes=row.processes,
-                          prequeued=row.contender == "corral-pre", run_dir=run_dir)
+                          prequeued=row.contender == "corral-pre", run_dir=run_dir,
+                          extra_env=QUIET_ENV if row.contender == "corral-quiet" else None)
     if row.contender == "bare-live":
         return run_bare_live(stack, upstream_file, len(bodies), processes=row.processes,
                              pool="gevent", concurrency=row.slots, run_dir=run_dir)
@@ -193,6 +200,8 @@ def ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
                                                  best_bare),
             "corral_e2e_over_reference": _share(rate("corral", processes, "e2e"), reference),
             "corral_e2e_over_cookbook": _share(rate("corral", processes, "e2e"), cookbook),
+            "events_on_over_off": _share(rate("corral", processes, "e2e"),
+                                         rate("corral-quiet", processes, "e2e")),
         })
     return result
 
@@ -215,7 +224,8 @@ def format_ratios(found: Sequence[dict[str, Any]]) -> str:
         f"served = {show(item['corral_pre_served_over_bare'], BARE_TARGET)}; corral e2e / "
         f"reference e2e = {show(item['corral_e2e_over_reference'], REFERENCE_TARGET)}; "
         f"corral e2e / cookbook e2e = "
-        f"{show(item['corral_e2e_over_cookbook'], REFERENCE_TARGET)}"
+        f"{show(item['corral_e2e_over_cookbook'], REFERENCE_TARGET)}; task events on / off "
+        f"(corral e2e / corral-quiet e2e) = {show(item['events_on_over_off'], EVENTS_TARGET)}"
         for item in found)
 
 

@@ -58,22 +58,26 @@ def _check_served(stats: dict[str, Any], lines: int) -> None:
 
 
 def run_corral(stack: OverheadStack, batch_file: Path, lines: int, *, processes: int,
-               prequeued: bool, run_dir: Path) -> Measure:
+               prequeued: bool, run_dir: Path, extra_env: dict[str, str] | None = None) \
+        -> Measure:
     """``corral submit`` with the workers already consuming (``prequeued``: started once it
-    returned; lines beyond corral's queue depth then come from the feeder it spawned).
+    returned; lines beyond corral's queue depth then come from the feeder it spawned), the
+    submit and the workers with ``extra_env`` on top of the stack's settings.
 
     The live run's end is the last cost record's ``at`` (its worker's wall clock, ms), which
     the worker stamps just before it stores the line's result (the simulator's last response
     if the record has none).
     """
     stack.reset()
-    workers = [] if prequeued else stack.start_corral_workers(processes, run_dir)
+    env = {**stack.corral_env, **(extra_env or {})}
+    workers = [] if prequeued else stack.start_corral_workers(processes, run_dir,
+                                                              extra_env=extra_env)
     try:
         started_s = time.time()
-        batch_id = submit(batch_file, stack.corral_env)
+        batch_id = submit(batch_file, env)
         submit_s = time.time() - started_s
         if prequeued:
-            workers = stack.start_corral_workers(processes, run_dir)
+            workers = stack.start_corral_workers(processes, run_dir, extra_env=extra_env)
         batch, unfinished = wait_for_end(stack.redis, batch_id, f"{stack.base_url}/_sim/stats",
                                          timeout_s=run_timeout_s(lines), stall_s=STALL_S)
         keys = BatchKeys(batch_id)

@@ -89,13 +89,14 @@ class OverheadStack(ExitStack):
         return dict(self.http.get("/_sim/stats").json())
 
     def start_corral_workers(self, processes: int, run_dir: Path, *, pool: str | None = None,
-                             concurrency: int | None = None,
-                             python: str | None = None) -> list[ChildProcess]:
+                             concurrency: int | None = None, python: str | None = None,
+                             extra_env: dict[str, str] | None = None) -> list[ChildProcess]:
         """``processes`` corral workers (``corral_pool`` and the stack's concurrency unless
         given) on the benchmark model, consuming; ``python``: another environment's
-        interpreter, whose installed corral they then run (to measure another commit)."""
+        interpreter, whose installed corral they then run (to measure another commit);
+        ``extra_env``: settings on top of the stack's."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(self.corral_env)
+        env = {**self.corral_env, **(extra_env or {})}
         # Another environment's worker runs in its log directory: Celery puts the working
         # directory first on sys.path, and this checkout's modules must not shadow its own.
         cwd = run_dir if python else None

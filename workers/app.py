@@ -21,10 +21,12 @@ from corral.errors import ConfigError, CorralError
 from corral.logs import bind_job, format_line, unbind_job, use_json
 from corral.settings import get_settings
 from workers import kombu_client_reuse, kombu_lost_connection
+from workers.event_buffer import BufferedTaskEvents
 from workers.pools import SLOT_GROWTH
 
 app = create_app("corral")
 app.conf.include = ["workers.tasks"]
+app.steps["consumer"].add(BufferedTaskEvents)
 kombu_client_reuse.install()
 kombu_lost_connection.install()
 # `--pool threads` and `--pool gevent` get corral's pools: Celery's, able to grow and shrink.
