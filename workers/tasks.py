@@ -14,7 +14,7 @@ from redis import RedisError
 from corral.celery_app import RUN_JOB_TASK
 from corral.logs import job_context
 from workers.app import app
-from workers.delivery import RetryLater
+from workers.delivery import RetryLater, Summary
 from workers.rate_limiter import ShuttingDownError
 from workers.runtime import job_runner
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # and a gevent pool runs each task on a new greenlet, so it would build one for every job (about
 # a tenth of a gevent worker's time); this one stateless backend serves them all.
 @app.task(name=RUN_JOB_TASK, bind=True, max_retries=None, backend=DisabledBackend(app))
-def run_job(self: Task, batch_id: str, custom_id: str) -> dict[str, Any]:
+def run_job(self: Task, batch_id: str, custom_id: str) -> Summary:
     """Run one line of a batch; a retryable failure comes back later as a new message.
 
     Returns what the line came to (outcome, model, tokens, cost: no prompt, no key), which
@@ -37,7 +37,7 @@ def run_job(self: Task, batch_id: str, custom_id: str) -> dict[str, Any]:
         return _run_line(self, batch_id, custom_id)
 
 
-def _run_line(task: Task, batch_id: str, custom_id: str) -> dict[str, Any]:
+def _run_line(task: Task, batch_id: str, custom_id: str) -> Summary:
     runner = job_runner()
     # The queue names the line's model: its rate-limit capacity is taken as the line starts.
     queue = (task.request.delivery_info or {}).get("routing_key")
