@@ -1,10 +1,10 @@
 """Screenshots of Flower watching a running corral fleet, for the README (real headless browser).
 
-Starts a private Redis, the simulator (the example config's four models, 400 ms a call),
+Starts a private Redis, the simulator (the example config's four models, 0.3-1.5 s a call),
 three workers (two on every model's queue with the threads pool, one on gevent for two
 models), `corral flower`, and submits the packaged demo batch (1,200 lines). Once the fleet
 is busy it opens Flower in headless Chromium (playwright, driving the system's chromium:
-`apt-get install chromium`, `pip install playwright`; no browser download) and saves:
+`apt-get install chromium`, `pip install -e '.[screenshots]'`; no browser download) and saves:
 
 - docs/images/flower-workers.png: the Workers page;
 - docs/images/flower-tasks.png: the Tasks page, slowest first, with each task's result
@@ -41,7 +41,9 @@ WORKERS = [  # (name, queues of these models, pool, slots)
     ("bravo", None, "threads", 16),
     ("charlie", ["gpt-5.4", "deepseek-v3.2"], "gevent", 64),
 ]
-VIEWPORT = {"width": 1400, "height": 900}
+VIEWPORT = {"width": 1600, "height": 900}
+# The Tasks page's columns (Flower's --tasks_columns): what a job did, where and how long.
+TASK_COLUMNS = "state,args,result,runtime,worker"
 
 
 def main() -> int:
@@ -69,14 +71,15 @@ def main() -> int:
                                 if wanted is None or model.name in wanted)
                 children.append(ChildProcess(name, worker_command(
                     queues=queues, concurrency=slots, name=name, pool=pool), env, work))
-            for child in children[1:]:
+            for child in children[1:]:  # the workers (the simulator is first)
                 child.wait_for(re.compile(rb"\bready\b"))
-            flower = ChildProcess("flower", [sys.executable, "-m", "producer", "flower",
-                                             "--port", "0", "--address", "127.0.0.1"], env, work)
+            flower = ChildProcess("flower", [
+                sys.executable, "-m", "producer", "flower", "--port", "0", "--address",
+                "127.0.0.1", f"--tasks_columns={TASK_COLUMNS}"], env, work)
             children.append(flower)
             base_url = flower.wait_for(FLOWER_READY).group(1).decode()
             submit_demo(work, env)
-            time.sleep(8)  # the fleet busy, Flower's worker list refreshed
+            time.sleep(6)  # the fleet busy, Flower's worker list refreshed
             with sync_playwright() as playwright:
                 shoot(playwright, args.chromium, base_url, args.out)
         finally:
@@ -91,7 +94,7 @@ def write_config(work: Path, env: dict[str, str], key: str,
     """Start the simulator with the example config's models; write the config pointing to it."""
     text = example_config_text()
     models = parse_config(tomllib.loads(text)).models.values()
-    sim_args = ["--api-key", key, "--latency-ms", "400", "--latency-jitter-ms", "300"]
+    sim_args = ["--api-key", key, "--latency-ms", "900", "--latency-jitter-ms", "600"]
     for model in models:
         sim_args += ["--model", f"{model.upstream}:rpm={model.rpm},tpm={model.tpm},"
                                 f"ctx={model.context_window},max_tokens={model.default_max_tokens}"]
@@ -129,10 +132,12 @@ def shoot(playwright: object, chromium: str, base_url: str, out: Path) -> None:
     page.screenshot(path=str(out / "flower-workers.png"))
     page.goto(f"{base_url}/tasks")
     page.wait_for_selector("#tasks-table tbody tr td")
-    runtime = page.locator("#tasks-table thead th", has_text="Runtime")
-    runtime.click()
-    runtime.click()  # descending: the slowest first
-    time.sleep(1)
+    page.evaluate("""() => {  // the slowest first, as a click on Runtime (twice) sorts
+        const table = $('#tasks-table').DataTable();
+        const column = table.column('th[data-column=runtime]').index();
+        table.order([column, 'desc']).draw();
+    }""")
+    page.wait_for_timeout(1500)
     page.screenshot(path=str(out / "flower-tasks.png"))
     workers = httpx.get(f"{base_url}/api/workers", auth=(USER, PASSWORD)).json()
     page.goto(f"{base_url}/worker/{sorted(workers)[0]}")

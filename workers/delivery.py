@@ -46,10 +46,9 @@ class LineEnded:
             summary["error" if self.outcome == "failed" else "detail"] = self.detail
         if self.model:
             summary["model"] = self.model
-        if self.usage is not None:
-            summary.update(input_tokens=self.usage.prompt_tokens,
-                           output_tokens=self.usage.completion_tokens,
-                           cost_usd=str(self.cost_usd))
+        if self.usage is not None:  # the cost first: Flower's Result column cuts long values
+            summary.update(cost_usd=str(self.cost_usd), input_tokens=self.usage.prompt_tokens,
+                           output_tokens=self.usage.completion_tokens)
         return Summary(summary)
 
 
