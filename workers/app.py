@@ -20,7 +20,7 @@ from corral.celery_app import RUN_JOB_TASK, create_app
 from corral.errors import ConfigError, CorralError
 from corral.logs import bind_job, format_line, unbind_job, use_json
 from corral.settings import get_settings
-from workers import kombu_client_reuse, kombu_lost_connection
+from workers import kombu_client_reuse, kombu_lost_connection, kombu_restore_without_loop
 from workers.event_buffer import BufferedTaskEvents
 from workers.pools import SLOT_GROWTH
 
@@ -29,6 +29,7 @@ app.conf.include = ["workers.tasks"]
 app.steps["consumer"].add(BufferedTaskEvents)
 kombu_client_reuse.install()
 kombu_lost_connection.install()
+kombu_restore_without_loop.install()
 # `--pool threads` and `--pool gevent` get corral's pools: Celery's, able to grow and shrink.
 concurrency.ALIASES.update(threads="workers.pools.thread:ThreadTaskPool",
                            gevent="workers.pools.gevent:GeventTaskPool")
