@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from celery import Celery
 from celery.utils.time import utcoffset
 from kombu import Producer
+from kombu.clocks import LamportClock
 
 from corral.celery_app import RUN_JOB_TASK
 
@@ -67,10 +68,10 @@ def publish_sent_events(app: Celery, producer: Producer, sent: Sequence[tuple[st
     return len(sent)
 
 
-def _take_clock_values(clock: object, count: int) -> int:
+def _take_clock_values(clock: LamportClock, count: int) -> int:
     """Advance the app's Lamport clock by `count` ticks at once; returns the first tick's
     value (each event gets its own, as `count` calls of `forward()` would give)."""
-    first = int(clock.forward())  # type: ignore[attr-defined]
+    first = int(clock.forward())
     if count > 1:
-        clock.adjust(first + count - 2)  # type: ignore[attr-defined]  # value = max(.) + 1
+        clock.adjust(first + count - 2)  # sets max(value, other) + 1: the last tick
     return first

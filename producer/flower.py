@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -38,6 +39,8 @@ def flower(session: Session, port: int | None, address: str | None,
 
     Extra arguments go to Flower as they are (e.g. `--persistent=True`).
     """
+    if importlib.util.find_spec("flower") is None:
+        raise ConfigError("Flower is not installed here: pip install 'corral[flower]'")
     if not os.environ.get(AUTH_ENV):
         raise ConfigError(f"set {AUTH_ENV}=user:password (comma-separated for several users): "
                           "Flower shows every worker and task of the fleet")
