@@ -29,8 +29,8 @@ EVENTS_PER_MESSAGE = 1000
 def publish_sent_events(app: Celery, producer: Producer, sent: Sequence[tuple[str, str, str]],
                         root_id: str | None = None, parent_id: str | None = None) -> int:
     """Publish one `task-sent` event per message, as `send_task` would for a message sent with
-    `queue=` (default exchange, the queue's name as routing key), when `task_send_sent_event`
-    is on; returns how many were published.
+    `queue=` (default exchange, the queue's name as routing key); returns how many were
+    published. The caller checks `task_send_sent_event`.
 
     Args:
         app: the app whose event settings (exchange, serializer, clock) the events follow.
@@ -42,21 +42,21 @@ def publish_sent_events(app: Celery, producer: Producer, sent: Sequence[tuple[st
     Raises:
         kombu/redis connection errors: the broker failed; the jobs are queued regardless.
     """
-    if not app.conf.task_send_sent_event or not sent:
+    if not sent:
         return 0
     dispatcher = app.amqp._event_dispatcher  # the one send_task publishes through
     fixed = json.dumps({
         "parent_id": parent_id, "name": RUN_JOB_TASK, "kwargs": "{}", "retries": 0,
         "eta": None, "expires": None, "exchange": "", "hostname": dispatcher.hostname,
         "utcoffset": utcoffset(), "pid": dispatcher.pid, "type": "task-sent"})[1:-1]
-    queues_json: dict[str, str] = {}
+    queues_json = {queue: json.dumps(queue) for _, _, queue in sent}
     for start in range(0, len(sent), EVENTS_PER_MESSAGE):
         chunk = sent[start:start + EVENTS_PER_MESSAGE]
         first_clock = _take_clock_values(dispatcher.clock, len(chunk))
         timestamp = time.time()
         events = []
         for offset, (task_id, args_json, queue) in enumerate(chunk):
-            queue_json = queues_json.get(queue) or queues_json.setdefault(queue, json.dumps(queue))
+            queue_json = queues_json[queue]
             events.append(
                 f'{{"uuid":"{task_id}","root_id":"{root_id or task_id}","args":{args_json},'
                 f'"queue":{queue_json},"routing_key":{queue_json},'

@@ -39,10 +39,9 @@ def run_job(self: Task, batch_id: str, custom_id: str) -> Summary:
 
 def _run_line(task: Task, batch_id: str, custom_id: str) -> Summary:
     runner = job_runner()
-    # The queue names the line's model: its rate-limit capacity is taken as the line starts.
-    queue = (task.request.delivery_info or {}).get("routing_key")
     try:
-        delivery = runner.run(batch_id, custom_id, queue)
+        # The queue names the line's model: its capacity is taken as the line starts.
+        delivery = runner.run(batch_id, custom_id, _queue_of(task.request))
     except ShuttingDownError as err:
         raise Reject("worker stopping before the call", requeue=True) from err
     except RedisError as err:
@@ -75,9 +74,13 @@ def _end_revoked_line(request: Any, terminated: bool = False, **_: object) -> No
     if terminated:
         return  # it was running: its own outcome ends the line
     batch_id, custom_id = request.args
-    queue = (request.delivery_info or {}).get("routing_key")
     try:
-        job_runner().end_revoked(batch_id, custom_id, queue, request.id)
+        job_runner().end_revoked(batch_id, custom_id, _queue_of(request), request.id)
     except RedisError as err:
         # The message is gone; the reconciler sends the line again (it has no record).
         log.warning("could not record the revoke of %s/%s: %s", batch_id, custom_id, err)
+
+
+def _queue_of(request: Any) -> str | None:
+    """The queue a task's message came from (corral.<model>), when Celery says."""
+    return (request.delivery_info or {}).get("routing_key")
