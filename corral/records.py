@@ -45,6 +45,7 @@ def error_record(custom_id: str, *, code: str, message: str,
 class Written(enum.IntEnum):
     """What `OutcomeStore.record` did."""
 
+    GONE = -2  # not written: the batch is gone (deleted, expired, or lost with Redis's data)
     STARTED = -1  # not written: the line has started (only_unstarted)
     DUPLICATE = 0  # not written: the line already had its record
     NEW = 1  # written: this is the line's terminal record
@@ -67,6 +68,7 @@ class OutcomeStore:
                ledger_entry: dict[str, Any] | None = None,
                only_unstarted: bool = False, settled_call: str = "", model: str = "",
                call_counts: dict[str, int] | None = None,
+               meta_fields: dict[str, str] | None = None,
                along: Callable[[lua_scripts.ScriptCalls], None] | None = None) -> Written:
         """Store `record` unless the line already has one; log `ledger_entry` either way.
 
@@ -79,6 +81,8 @@ class OutcomeStore:
             settled_call: the `inflight` field of the call whose outcome this is known to be.
             model: the model whose live counters (corral/stats.py) the record moves.
             call_counts: what the call behind the record adds to them (`CallStats`).
+            meta_fields: fields to set on the batch's meta in the same step (its end_status,
+                its last_error), only while the batch exists.
             along: queues more commands to send in the same round trip, before the record.
         """
         keys = BatchKeys(batch_id)
@@ -93,7 +97,8 @@ class OutcomeStore:
             *keys.all()]
         args = [custom_id, json.dumps(record, separators=(",", ":")), counter, entry,
                 self._retention_s, "1" if only_unstarted else "", settled_call, model, counts,
-                error["code"] if error else ""]
+                error["code"] if error else "",
+                json.dumps(meta_fields, separators=(",", ":")) if meta_fields else ""]
         calls = lua_scripts.ScriptCalls()
         if along is not None:
             along(calls)

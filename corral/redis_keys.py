@@ -71,15 +71,23 @@ class BatchKeys:
 
     @property
     def attempts(self) -> str:
-        """Hash: custom_id → attempts started (a line with none has never been started)."""
+        """Hash: custom_id → its provider calls started, across reruns (a line with none has
+        never been started)."""
         return f"{self._base}:attempts"
 
     @property
-    def inflight(self) -> str:
-        """Hash: `custom_id#attempt` → start time (s) of provider calls not yet settled.
+    def reruns(self) -> str:
+        """Hash: custom_id → calls started before its latest `corral retry` (its attempts
+        count from 1 again; its call numbers go on)."""
+        return f"{self._base}:reruns"
 
-        An entry left behind is a call whose worker died or timed out: it may have been
-        billed, so the cost report counts it at its worst case.
+    @property
+    def inflight(self) -> str:
+        """Hash: `custom_id#call` → call mark (JSON) of provider calls not yet settled:
+        model, price version, bounds on input and output tokens, start, client request id.
+
+        A mark left when its line ends is a call whose worker died or timed out: it may have
+        been billed, so it moves to the ledger as an unsettled row, at most its worst case.
         """
         return f"{self._base}:inflight"
 
@@ -94,9 +102,9 @@ class BatchKeys:
         return f"{self._base}:history"
 
     @staticmethod
-    def call_id(custom_id: str, attempt: int) -> str:
-        """The `inflight` field of one attempt."""
-        return f"{custom_id}#{attempt}"
+    def call_id(custom_id: str, call: int) -> str:
+        """The `inflight` field of one call of a line."""
+        return f"{custom_id}#{call}"
 
     @property
     def feeder(self) -> str:
@@ -115,4 +123,4 @@ class BatchKeys:
     def all(self) -> tuple[str, ...]:
         """Every long-lived key of the batch (leases expire by themselves)."""
         return (self.meta, self.bodies, self.order, self.outcomes, self.done, self.ledger,
-                self.seq, self.attempts, self.inflight, self.history, self.stats)
+                self.seq, self.attempts, self.reruns, self.inflight, self.history, self.stats)

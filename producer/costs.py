@@ -13,7 +13,6 @@ import redis
 from corral.config import CorralConfig
 from corral.pricing import Usage, price_call
 from corral.redis_keys import BatchKeys
-from corral.tokens import estimate_prompt_tokens, requested_output_tokens
 from producer.redis_lists import iter_chunks
 
 
@@ -82,42 +81,55 @@ def _money(value: Decimal) -> str:
     return format(value, "f")
 
 
-def summarize(batch_id: str | None, entries: Iterable[dict[str, Any]]) -> CostReport:
-    """Per-model and total sums of cost records."""
+def summarize(batch_id: str | None, entries: Iterable[dict[str, Any]],
+              config: CorralConfig | None = None) -> CostReport:
+    """Per-model and total sums of ledger rows; with `config`, unsettled rows are priced at
+    their worst case.
+
+    An unsettled row (a call nobody saw finish) is dropped when the same call (custom_id,
+    attempt) later settles: its worker was only slow, and its real cost is in the ledger.
+    Such a late row always follows the unsettled one, so one pass keeps only the unsettled.
+    """
     report = CostReport(batch_id, CostTotals(), {})
+    unsettled: dict[tuple[str, int], dict[str, Any]] = {}
     for entry in entries:
+        call = (str(entry.get("custom_id")), int(entry.get("attempt") or 0))
+        if entry.get("unsettled"):
+            unsettled[call] = entry
+            continue
+        unsettled.pop(call, None)
         report.total.add(entry)
         report.models.setdefault(entry["model"], CostTotals()).add(entry)
+    for mark in unsettled.values():
+        add_unsettled(report, mark, config)
     return report
 
 
+def add_unsettled(report: CostReport, mark: dict[str, Any], config: CorralConfig | None) -> None:
+    """Count a call with no known outcome at its worst case: its bounds on input and output
+    tokens at the model's price (0 when the config does not price the model)."""
+    model = config.models.get(mark.get("model") or "") if config is not None else None
+    worst = Usage(prompt_tokens=int(mark.get("input_tokens_max") or 0), cached_tokens=0,
+                  completion_tokens=int(mark.get("output_tokens_max") or 0))
+    cost = price_call(worst, model.price) if model is not None else Decimal(0)
+    report.total.add_unsettled(cost)
+    report.models.setdefault(str(mark.get("model") or "?"), CostTotals()).add_unsettled(cost)
+
+
 def iter_ledger(client: redis.Redis, batch_id: str) -> Iterator[dict[str, Any]]:
-    """The batch's cost records, chunk by chunk."""
-    for _, raw in iter_chunks(client, BatchKeys(batch_id).ledger):
+    """The batch's ledger rows, chunk by chunk, then the calls still marked in flight (running
+    now, or lost with a worker whose line has not ended yet) as unsettled rows."""
+    keys = BatchKeys(batch_id)
+    for _, raw in iter_chunks(client, keys.ledger):
         yield from (json.loads(item) for item in raw)
+    for field, raw_mark in client.hscan_iter(keys.inflight, count=1000):
+        custom_id, _, call = str(field).rpartition("#")
+        mark = json.loads(raw_mark)
+        yield {**(mark if isinstance(mark, dict) else {}), "custom_id": custom_id,
+               "attempt": int(call), "unsettled": True, "productive": False}
 
 
 def batch_cost(client: redis.Redis, batch_id: str,
                config: CorralConfig | None = None) -> CostReport:
     """The cost report of one batch; with `config`, unsettled calls at their worst case."""
-    report = summarize(batch_id, iter_ledger(client, batch_id))
-    if config is not None:
-        add_unsettled(client, batch_id, config, report)
-    return report
-
-
-def add_unsettled(client: redis.Redis, batch_id: str, config: CorralConfig,
-                  report: CostReport) -> None:
-    """Count calls still marked in flight: running now, or lost with their worker."""
-    keys = BatchKeys(batch_id)
-    for call_id in client.hkeys(keys.inflight):
-        raw_job = client.hget(keys.bodies, str(call_id).rsplit("#", 1)[0])
-        model = config.models.get(json.loads(raw_job)["model"]) if raw_job else None
-        if model is None:
-            continue
-        body = json.loads(raw_job)["body"]  # type: ignore[arg-type]
-        worst = Usage(prompt_tokens=estimate_prompt_tokens(body), cached_tokens=0,
-                      completion_tokens=requested_output_tokens(body, model.default_max_tokens))
-        cost = price_call(worst, model.price)
-        report.total.add_unsettled(cost)
-        report.models.setdefault(model.name, CostTotals()).add_unsettled(cost)
+    return summarize(batch_id, iter_ledger(client, batch_id), config)

@@ -110,7 +110,8 @@ def retry(client: redis.Redis, app: Celery, config: CorralConfig, batch_id: str,
             continue
         model = config.models[json.loads(raw_job)["model"]]
         client.delete(circuit_key(model.provider))
-        if reopen(keys=[keys.outcomes, keys.meta, keys.history, keys.attempts, *keys.all()],
+        if reopen(keys=[keys.outcomes, keys.meta, keys.history, keys.attempts, keys.reruns,
+                        *keys.all()],
                   args=[custom_id, raw]):
             jobs.append((custom_id, model.queue))
     send_jobs(app, batch_id, jobs)

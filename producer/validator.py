@@ -32,7 +32,8 @@ class AcceptedLine:
     def job(self) -> str:
         """What a worker needs to run the line (stored in Redis, never in a task message)."""
         return stored_job(tokens=self.reservation_tokens, model=self.model.name,
-                          body=self.body, route=self.route.as_dict(), line=self.number)
+                          default_max_tokens=self.model.default_max_tokens, body=self.body,
+                          route=self.route.as_dict(), line=self.number)
 
 
 @dataclass(frozen=True)

@@ -37,17 +37,27 @@ def _usd(value: Decimal) -> str:
 
 
 def cost_table(report: CostReport, title: str = "Cost") -> Table:
-    """Per-model rows and a total row."""
+    """Per-model rows and a total row; calls nobody saw finish get two more columns."""
     table = Table(title=title)
-    for header in ("model", "requests", "input tok", "cached tok", "output tok", "cost",
-                   "list-price cost", "savings", "unproductive"):
+    unsettled = report.total.unsettled_calls > 0
+    headers = ["model", "requests", "input tok", "cached tok", "output tok", "cost",
+               "list-price cost", "savings", "unproductive"]
+    if unsettled:
+        headers += ["unsettled calls", "unsettled ≤"]
+        table.caption = ("unsettled: calls the provider may have billed that nobody saw "
+                         "finish (worker lost, timed out); they cost between $0 and "
+                         f"{_usd(report.total.unsettled_max_cost_usd)} in all")
+    for header in headers:
         table.add_column(header, justify="left" if header == "model" else "right")
 
     def row(name: str, totals: CostTotals, style: str | None = None) -> None:
-        table.add_row(name, f"{totals.requests:,}", f"{totals.input_tokens:,}",
-                      f"{totals.cached_input_tokens:,}", f"{totals.output_tokens:,}",
-                      _usd(totals.cost_usd), _usd(totals.list_cost_usd),
-                      _usd(totals.savings_usd), _usd(totals.unproductive_cost_usd), style=style)
+        cells = [name, f"{totals.requests:,}", f"{totals.input_tokens:,}",
+                 f"{totals.cached_input_tokens:,}", f"{totals.output_tokens:,}",
+                 _usd(totals.cost_usd), _usd(totals.list_cost_usd), _usd(totals.savings_usd),
+                 _usd(totals.unproductive_cost_usd)]
+        if unsettled:
+            cells += [f"{totals.unsettled_calls:,}", _usd(totals.unsettled_max_cost_usd)]
+        table.add_row(*cells, style=style)
 
     for name, totals in sorted(report.models.items()):
         row(name, totals)

@@ -63,7 +63,7 @@ def make_client(handler, *, deadline_s: float = 5.0, clock=None) -> ProviderClie
     return ProviderClient(http, deadline_s=deadline_s, connect_timeout_s=1.0, **kwargs)
 
 
-def test_success_sends_key_headers_and_body(monkeypatch) -> None:
+def test_success_sends_key_headers_client_request_id_and_body(monkeypatch) -> None:
     monkeypatch.setenv("P_KEY", "sk-canary")
     seen: list[httpx.Request] = []
 
@@ -71,9 +71,11 @@ def test_success_sends_key_headers_and_body(monkeypatch) -> None:
         seen.append(request)
         return httpx.Response(200, json=COMPLETION, headers={"x-request-id": "req_1"})
 
-    completion = make_client(handler).complete(PROVIDER, {"model": "m", "messages": []})
+    completion = make_client(handler).complete(PROVIDER, {"model": "m", "messages": []},
+                                               client_request_id="corral-abc")
     assert completion.request_id == "req_1" and completion.body["id"] == "chatcmpl-1"
     request = seen[0]
+    assert request.headers["x-client-request-id"] == "corral-abc"
     assert str(request.url) == "http://provider.test/v1/chat/completions"
     assert request.headers["authorization"] == "Bearer sk-canary"
     assert request.headers["openai-organization"] == "org-1"

@@ -11,6 +11,7 @@ from corral import lua_scripts
 from corral.config import RateScope
 from corral.redis_keys import BatchKeys
 from corral.stored_job import stored_job
+from corral.tokens import prompt_tokens_bound
 from workers.buckets import RedisBucketStore
 
 SCOPE = RateScope(name="p:m", rpm=60, tpm=6000)
@@ -23,10 +24,10 @@ MAX_ATTEMPTS = 3
 @pytest.fixture
 def keys(redis_client: redis.Redis) -> BatchKeys:
     keys = BatchKeys("batch_1")
-    redis_client.hset(keys.meta, "status", "in_progress")
+    redis_client.hset(keys.meta, mapping={"id": "batch_1", "status": "in_progress"})
     for custom_id in ("a", "b"):
         redis_client.hset(keys.bodies, custom_id, stored_job(
-            tokens=TOKENS, model="m", body=BODY, route=None, line=1))
+            tokens=TOKENS, model="m", default_max_tokens=50, body=BODY, route=None, line=1))
     return keys
 
 
@@ -35,8 +36,8 @@ def start(client: redis.Redis, keys: BatchKeys, custom_id: str, *,
     """One start of `custom_id`, asking for the capacity of `model`'s scope (None: not)."""
     script = lua_scripts.register(client, "start_job", package="workers")
     script_keys = [keys.outcomes, keys.meta, keys.bodies, keys.attempts, keys.lease(custom_id),
-                   keys.inflight]
-    args: list = [custom_id, 60_000, "test"]
+                   keys.inflight, keys.reruns]
+    args: list = [custom_id, 60_000, "test", f"req-{custom_id}", "v1"]
     if model is not None:
         key, limits = RedisBucketStore(client, period_s=PERIOD_S).inline_args(SCOPE)
         script_keys.append(key)
@@ -49,16 +50,38 @@ def bucket(client: redis.Redis) -> dict[str, str]:
     return client.hgetall(key)
 
 
-def test_the_stored_job_starts_with_its_charge_and_model() -> None:
-    text = stored_job(tokens=TOKENS, model="m", body=BODY, route={"rule": "r"}, line=7)
-    assert text.startswith('{"tokens":100,"model":"m",')
-    assert json.loads(text) == {"tokens": 100, "model": "m", "line": 7, "route": {"rule": "r"},
+def test_the_stored_job_starts_with_its_charge_model_and_bounds() -> None:
+    text = stored_job(tokens=TOKENS, model="m", default_max_tokens=50, body=BODY,
+                      route={"rule": "r"}, line=7)
+    bound = prompt_tokens_bound(BODY)
+    assert text.startswith(f'{{"tokens":100,"model":"m","input_max":{bound},"output_max":90,')
+    assert json.loads(text) == {"tokens": 100, "model": "m", "input_max": bound,
+                                "output_max": 90, "line": 7, "route": {"rule": "r"},
                                 "body": BODY}
+
+
+def test_a_start_marks_its_call_in_flight_with_what_prices_it(
+        redis_client: redis.Redis, keys: BatchKeys) -> None:
+    result = start(redis_client, keys, "a", model=None)
+    assert result[:2] == ["run", 1] and result[4] == 1  # attempt 1, the line's call 1
+    mark = json.loads(redis_client.hget(keys.inflight, "a#1"))
+    assert mark.pop("started_ms") > 1_700_000_000_000
+    assert mark == {"model": "m", "price_version": "v1", "client_request_id": "req-a",
+                    "input_tokens_max": prompt_tokens_bound(BODY), "output_tokens_max": 90}
+
+
+def test_after_a_rerun_attempts_count_from_one_and_call_numbers_go_on(
+        redis_client: redis.Redis, keys: BatchKeys) -> None:
+    redis_client.hset(keys.attempts, "a", 3)
+    redis_client.hset(keys.reruns, "a", 3)  # `corral retry` after three calls
+    result = start(redis_client, keys, "a", model=None)
+    assert (result[1], result[4]) == (1, 4)
+    assert redis_client.hexists(keys.inflight, "a#4")
 
 
 def test_a_start_takes_one_request_and_the_lines_tokens_as_acquire_does(
         redis_client: redis.Redis, keys: BatchKeys) -> None:
-    (verdict, attempt, raw_job, budgeted, tokens, requests_total, tokens_total, at_ms,
+    (verdict, attempt, raw_job, budgeted, _, tokens, requests_total, tokens_total, at_ms,
      requests_left, tokens_left) = start(redis_client, keys, "a")
     assert (verdict, attempt, budgeted, tokens) == ("run", 1, 0, TOKENS)
     assert json.loads(raw_job)["body"] == BODY
@@ -79,7 +102,7 @@ def test_without_capacity_the_line_still_starts_and_nothing_is_taken(
         pass
     before = bucket(redis_client)
     result = start(redis_client, keys, "a")
-    assert result[:2] == ["run", 1] and len(result) == 4  # no admission: the worker waits
+    assert result[:2] == ["run", 1] and len(result) == 5  # no admission: the worker waits
     assert redis_client.exists(keys.lease("a")) == 1
     assert bucket(redis_client)["nr"] == before["nr"] == "60"
 
@@ -100,7 +123,7 @@ def test_no_capacity_is_taken_when_the_worker_must_decide_first(
     else:
         model = None
     result = start(redis_client, keys, "a", model=model)
-    assert result[0] == "run" and len(result) == 4
+    assert result[0] == "run" and len(result) == 5
     assert bucket(redis_client) == {}  # the scope's buckets were not touched
 
 

@@ -30,8 +30,11 @@ class Budget:
         """
         amount = to_nano_usd(price_call(usage_ceiling, model.price))
         model_cap = "" if model.max_cost is None else to_nano_usd(model.max_cost)
-        if not self._script(keys=[BatchKeys(batch_id).meta],
-                            args=["reserve", model.name, amount, model_cap]):
+        reserved = self._script(keys=[BatchKeys(batch_id).meta],
+                                args=["reserve", model.name, amount, model_cap])
+        if reserved == -1:
+            raise BudgetExceededError("the batch is gone: nothing can be spent on it")
+        if not reserved:
             raise BudgetExceededError(f"the spending cap of this batch or of {model.name} "
                                       "would be passed by this request's worst-case cost")
         return amount

@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -21,14 +22,13 @@ from corral.errors import (
     ContextLengthExceededError,
     InsufficientQuotaError,
     PermanentError,
-    ProviderError,
     RateLimitedError,
     RetryableError,
 )
 from corral.lua_scripts import ScriptCalls
-from corral.pricing import Usage, cost_and_list_cost, to_nano_usd
-from corral.records import OutcomeStore, error_record, result_record
-from corral.redis_keys import FLEET_STATS, BatchKeys
+from corral.pricing import Usage, cost_and_list_cost
+from corral.records import OutcomeStore
+from corral.redis_keys import BatchKeys
 from corral.settings import Settings
 from corral.stats import CallStats, stat_field
 from corral.stored_job import stored_job
@@ -38,6 +38,7 @@ from workers.buckets import Admission
 from workers.budget import Budget, BudgetExceededError
 from workers.circuit import CircuitBreaker
 from workers.delivery import LineEnded, RetryLater
+from workers.line_records import Call, LineRecords, Settle
 from workers.provider_client import Completion, ProviderClient
 from workers.rate_limiter import NoCallMadeError, RateLimiter, ShuttingDownError
 
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 
 LEASE_MARGIN_S = 5.0
 
-# Settles a completed call's rate-limit admission on the pipeline that files its record.
-Settle = Callable[[ScriptCalls], None]
 # Capacity start_job.lua took for the call: its tokens and its admission.
 Admitted = tuple[int, Admission]
 
@@ -61,7 +60,8 @@ class JobRunner:
                  rng: random.Random | None = None) -> None:
         self._config = config
         self._client = client
-        self._outcomes = outcomes
+        self._records = LineRecords(client, outcomes, config.price_version)
+        self._fail = self._records.fail
         self._provider_client = provider_client
         self._limiter = limiter
         self._circuit = circuit
@@ -82,8 +82,11 @@ class JobRunner:
         """One delivery of a line from `queue` (when known): what it came to."""
         keys = BatchKeys(batch_id)
         script_keys = [keys.outcomes, keys.meta, keys.bodies, keys.attempts,
-                       keys.lease(custom_id), keys.inflight]
-        args: list[str | int] = [custom_id, self._lease_ms, self._holder]
+                       keys.lease(custom_id), keys.inflight, keys.reruns]
+        # Sent upstream with the call and kept in its mark and ledger row.
+        client_request_id = f"corral-{uuid.uuid4().hex}"
+        args: list[str | int] = [custom_id, self._lease_ms, self._holder, client_request_id,
+                                 self._config.price_version]
         inline = self._inline_acquire(queue)
         if inline is not None:
             script_keys.append(inline[0])
@@ -94,25 +97,27 @@ class JobRunner:
             return self._fail(batch_id, custom_id, "batch_cancelled", "the batch was cancelled",
                               None)
         if verdict == "expired":
-            self._client.hset(keys.meta, "end_status", "expired")
             return self._fail(batch_id, custom_id, "batch_expired",
-                              "the batch's completion window ended before this line ran", None)
+                              "the batch's completion window ended before this line ran", None,
+                              meta_fields={"end_status": "expired"})
         if verdict == "leased":
             # Another worker runs the line now. If it finishes, this message finds the record;
             # if it dies, its lease runs out and this message runs the line.
             return RetryLater(min(int(attempt) / 1000, self._settings.max_retry_delay_s),
                               "another worker holds the line's lease")
         if verdict == "run":
-            budgeted, *admission = ran
+            budgeted, call_number, *admission = ran
             admitted = (int(admission[0]), Admission(*map(int, admission[1:]))) \
                 if admission else None
+            call = Call(keys.call_id(custom_id, int(call_number)), int(call_number),
+                        client_request_id)
             try:
                 return self._attempt(batch_id, custom_id, int(attempt), json.loads(raw_job),
-                                     budgeted=budgeted == 1, admitted=admitted)
+                                     call, budgeted=budgeted == 1, admitted=admitted)
             except NoCallMadeError as err:
                 # No provider call was made: take the attempt back, and let the job return
                 # (after the wait the limiter expects, or at once when the worker stops).
-                self._undo_attempt(keys, custom_id, int(attempt))
+                self._undo_attempt(keys, custom_id, call.mark)
                 if isinstance(err, ShuttingDownError):
                     raise
                 return RetryLater(min(err.retry_after_s, self._settings.max_retry_delay_s),
@@ -142,10 +147,11 @@ class JobRunner:
         key, limits = inline
         return key, [model.name, *limits, self._settings.max_attempts]
 
-    def _attempt(self, batch_id: str, custom_id: str, attempt: int, job: dict[str, Any], *,
-                 budgeted: bool, admitted: Admitted | None) -> RetryLater | LineEnded:
+    def _attempt(self, batch_id: str, custom_id: str, attempt: int, job: dict[str, Any],
+                 this_call: Call, *, budgeted: bool,
+                 admitted: Admitted | None) -> RetryLater | LineEnded:
         keys = BatchKeys(batch_id)
-        call = keys.call_id(custom_id, attempt)
+        call = this_call.mark
         route = job.get("route")
         model = self._config.models.get(job["model"])
         if model is None:
@@ -163,8 +169,8 @@ class JobRunner:
                               settled_call=call, model=model.name)
         stats = CallStats()
         try:
-            completion, settle = self._call(batch_id, model, job["body"], budgeted=budgeted,
-                                            stats=stats, admitted=admitted)
+            completion, settle = self._call(batch_id, model, job["body"], this_call,
+                                            budgeted=budgeted, stats=stats, admitted=admitted)
         except BudgetExceededError as err:
             return self._fail(batch_id, custom_id, "budget_exceeded", str(err), route,
                               settled_call=call, model=model.name)
@@ -172,32 +178,34 @@ class JobRunner:
             fallback = self._fall_back(batch_id, custom_id, call, model, job, err, stats)
             if fallback is not None:
                 return LineEnded("rerouted", model=model.name, detail=fallback)
+            meta_fields = None
             if isinstance(err, AuthenticationError | InsufficientQuotaError):
                 circuit = self._circuit.open(model.provider, err)
                 # One clear message on the batch itself, shown by `corral status`.
-                self._client.hset(keys.meta, "last_error", json.dumps(
-                    {"code": circuit.code, "message": circuit.message}))
-            return self._fail_with(batch_id, custom_id, err, route, attempt, call, model, stats)
+                meta_fields = {"last_error": json.dumps(
+                    {"code": circuit.code, "message": circuit.message})}
+            return self._records.fail_with(batch_id, custom_id, err, route, attempt, call,
+                                           model, stats, meta_fields)
         except RetryableError as err:
             # A call that timed out or lost its connection may still have been served and
             # billed: it stays in flight, counted at its worst case.
             settled = "" if err.maybe_served else call
             if attempt >= self._settings.max_attempts:
-                return self._fail_with(batch_id, custom_id, err, route, attempt, settled, model,
-                                       stats)
+                return self._records.fail_with(batch_id, custom_id, err, route, attempt,
+                                               settled, model, stats)
             stats.retried = True
             pipe = self._client.pipeline(transaction=False)
             pipe.delete(keys.lease(custom_id))
             if settled:
                 pipe.hdel(keys.inflight, settled)
-            _count(pipe, keys, model.name, stats)
+            self._records.count(pipe, keys, model.name, stats)
             pipe.execute()
             delay_s = backoff_delay_s(attempt, base_s=self._settings.retry_base_delay_s,
                                       cap_s=self._settings.max_retry_delay_s,
                                       retry_after_s=err.retry_after_s, rng=self._rng)
             return RetryLater(delay_s, f"{type(err).__name__}: {err.message}")
-        return self._succeed(batch_id, custom_id, model, completion, route, attempt, call,
-                             stats, settle)
+        return self._records.succeed(batch_id, custom_id, model, completion, route, this_call,
+                                     stats, settle)
 
     def _fall_back(self, batch_id: str, custom_id: str, call: str, model: ModelConfig,
                    job: dict[str, Any], err: PermanentError, stats: CallStats) -> str | None:
@@ -215,7 +223,7 @@ class JobRunner:
                   f"{'model_not_found' if unknown_upstream else err.code}")
         rerouted = stored_job(
             tokens=reservation_tokens(body, fallback.default_max_tokens), model=fallback.name,
-            body=body, line=job.get("line"),
+            default_max_tokens=fallback.default_max_tokens, body=body, line=job.get("line"),
             route={**route, "model": fallback.name, "fallback_from": model.name,
                    "reason": reason})
         keys = BatchKeys(batch_id)
@@ -223,7 +231,7 @@ class JobRunner:
         pipe.hset(keys.bodies, custom_id, rerouted)
         pipe.delete(keys.lease(custom_id))
         pipe.hdel(keys.inflight, call)
-        _count(pipe, keys, model.name, stats)
+        self._records.count(pipe, keys, model.name, stats)
         # The line is now in flight on the fallback's queue, no longer on this model's.
         pipe.hincrby(keys.stats, stat_field(model.name, "rerouted"), -1)
         pipe.hincrby(keys.stats, stat_field(fallback.name, "rerouted"), 1)
@@ -233,7 +241,7 @@ class JobRunner:
                  fallback.name)
         return fallback.name
 
-    def _call(self, batch_id: str, model: ModelConfig, body: dict[str, Any], *,
+    def _call(self, batch_id: str, model: ModelConfig, body: dict[str, Any], call: Call, *,
               budgeted: bool, stats: CallStats,
               admitted: Admitted | None) -> tuple[Completion, Settle]:
         """One provider call inside the spending caps and the scope's shared limits; returns
@@ -247,7 +255,7 @@ class JobRunner:
             reserved_nusd = self._budget.reserve(batch_id, model, ceiling)
         completion: Completion | None = None
         try:
-            completion, settle = self._call_within_limits(model, body, stats, admitted)
+            completion, settle = self._call_within_limits(model, body, call, stats, admitted)
             return completion, settle
         finally:
             if reserved_nusd is not None:
@@ -255,7 +263,8 @@ class JobRunner:
                     Usage.from_response(completion.body.get("usage")), model)[0]
                 self._budget.settle(batch_id, model, reserved_nusd, spent_usd)
 
-    def _call_within_limits(self, model: ModelConfig, body: dict[str, Any], stats: CallStats,
+    def _call_within_limits(self, model: ModelConfig, body: dict[str, Any], call: Call,
+                            stats: CallStats,
                             admitted: Admitted | None) -> tuple[Completion, Settle]:
         """One provider call inside the scope's shared limits: with the capacity start_job.lua
         `admitted`, else after waiting for the request's charge.
@@ -271,7 +280,8 @@ class JobRunner:
             tokens, admission = admitted
         started = time.monotonic()
         try:
-            completion = self._provider_client.complete(self._config.provider_of(model), body)
+            completion = self._provider_client.complete(self._config.provider_of(model), body,
+                                                        call.client_request_id)
         except RateLimitedError as err:
             stats.latency_s, stats.rate_limited = time.monotonic() - started, True
             self._limiter.settle(scope, tokens, admission, headers={}, rate_limited=True,
@@ -289,10 +299,10 @@ class JobRunner:
 
         return completion, settle
 
-    def _undo_attempt(self, keys: BatchKeys, custom_id: str, attempt: int) -> None:
+    def _undo_attempt(self, keys: BatchKeys, custom_id: str, mark: str) -> None:
         pipe = self._client.pipeline(transaction=False)
         pipe.delete(keys.lease(custom_id))
-        pipe.hdel(keys.inflight, keys.call_id(custom_id, attempt))
+        pipe.hdel(keys.inflight, mark)
         pipe.hincrby(keys.attempts, custom_id, -1)
         pipe.execute()
 
@@ -312,62 +322,3 @@ class JobRunner:
         return self._fail(batch_id, custom_id, "revoked",
                           f"its job (task {task_id}) was revoked before it ran", None,
                           model=self._queue_model(queue))
-
-    def _succeed(self, batch_id: str, custom_id: str, model: ModelConfig,
-                 completion: Completion, route: dict[str, Any] | None, attempt: int,
-                 call: str, stats: CallStats, settle: Settle) -> LineEnded:
-        usage = Usage.from_response(completion.body.get("usage"))
-        cost_usd, list_cost_usd = cost_and_list_cost(usage, model)
-        stats.usage, stats.cost_nusd = usage, to_nano_usd(cost_usd)
-        entry = {"custom_id": custom_id, "model": model.name, "attempt": attempt,
-                 "request_id": completion.request_id, "input_tokens": usage.prompt_tokens,
-                 "cached_input_tokens": usage.cached_tokens,
-                 "output_tokens": usage.completion_tokens, "cost_usd": str(cost_usd),
-                 "list_cost_usd": str(list_cost_usd), "price_version": self._config.price_version,
-                 "route": route, "at": round(time.time(), 3)}
-        record = result_record(custom_id, request_id=completion.request_id,
-                               body=completion.body, route=route)
-        if not self._outcomes.record(batch_id, record, ledger_entry=entry, settled_call=call,
-                                     model=model.name, call_counts=stats.increments(),
-                                     along=settle):
-            log.info("duplicate result for %s/%s kept out; its cost is in the ledger",
-                     batch_id, custom_id)
-            return LineEnded("duplicate", model.name, usage, cost_usd)
-        return LineEnded("completed", model.name, usage, cost_usd)
-
-    def _fail_with(self, batch_id: str, custom_id: str, err: ProviderError,
-                   route: dict[str, Any] | None, attempt: int, settled_call: str,
-                   model: ModelConfig, stats: CallStats) -> LineEnded:
-        message = err.message if isinstance(err, PermanentError) \
-            else f"gave up after {attempt} attempts: {err.message}"
-        response = None
-        if err.status_code is not None and 400 <= err.status_code < 500 and err.body is not None:
-            response = {"status_code": err.status_code, "request_id": err.request_id or "",
-                        "body": err.body}
-        return self._fail(batch_id, custom_id, err.code, message, route, response,
-                          settled_call=settled_call, model=model.name,
-                          call_counts=stats.increments())
-
-    def _fail(self, batch_id: str, custom_id: str, code: str, message: str,
-              route: dict[str, Any] | None, response: dict[str, Any] | None = None, *,
-              settled_call: str = "", model: str = "",
-              call_counts: dict[str, int] | None = None) -> LineEnded:
-        log.info("line %s/%s failed: %s", batch_id, custom_id, code)
-        model = model or _route_model(route)
-        written = self._outcomes.record(
-            batch_id, error_record(custom_id, code=code, message=message, response=response,
-                                   route=route),
-            settled_call=settled_call, model=model, call_counts=call_counts)
-        return LineEnded("failed" if written else "duplicate", model, detail=code)
-
-
-def _route_model(route: dict[str, Any] | None) -> str:
-    """The model a line was routed to, when its record has no better one."""
-    return str((route or {}).get("model") or "")
-
-
-def _count(pipe: redis.client.Pipeline, keys: BatchKeys, model: str, stats: CallStats) -> None:
-    """Add a call that ends in no record (a retry, a fallback) to the live counters."""
-    for counter, amount in stats.increments().items():
-        pipe.hincrby(keys.stats, stat_field(model, counter), amount)
-        pipe.hincrby(FLEET_STATS, stat_field(model, counter), amount)

@@ -27,6 +27,10 @@ from corral.errors import (
 )
 from workers.backoff import parse_retry_after_s
 
+# OpenAI logs this header with the request (ASCII, at most 512 characters): the id corral's
+# ledger keeps for each call, to match it with the provider's usage export.
+CLIENT_REQUEST_ID_HEADER = "X-Client-Request-Id"
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -102,14 +106,18 @@ class ProviderClient:
         self._connect_timeout_s = connect_timeout_s
         self._clock = clock
 
-    def complete(self, provider: ProviderConfig, body: dict[str, Any]) -> Completion:
-        """POST `body` to the provider's /chat/completions.
+    def complete(self, provider: ProviderConfig, body: dict[str, Any],
+                 client_request_id: str = "") -> Completion:
+        """POST `body` to the provider's /chat/completions, with `client_request_id` (when
+        given) as its X-Client-Request-Id, so the call can be found in the provider's logs.
 
         Raises:
             RetryableError: rate limits, 5xx, 408/409, timeouts, connection failures.
             PermanentError: other 4xx, a missing key, or a response that is not a completion.
         """
         headers = {**provider.headers, "Content-Type": "application/json"}
+        if client_request_id:
+            headers[CLIENT_REQUEST_ID_HEADER] = client_request_id
         key = read_api_key(provider)
         if key:
             headers["Authorization"] = f"Bearer {key}"

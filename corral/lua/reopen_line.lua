@@ -4,15 +4,17 @@
 -- KEYS[1] outcomes  hash   custom_id -> terminal record
 -- KEYS[2] meta      hash   status, end_status, failed
 -- KEYS[3] history   list   replaced records (JSON), oldest first
--- KEYS[4] attempts  hash   custom_id -> attempts started (reset: the rerun starts afresh)
--- KEYS[5..] every long-lived key of the batch, whose retention TTL is removed
+-- KEYS[4] attempts  hash   custom_id -> calls started, ever
+-- KEYS[5] reruns    hash   custom_id -> calls started before this rerun: its attempts count
+--                          from 1 again, while call numbers (ledger rows) go on
+-- KEYS[6..] every long-lived key of the batch, whose retention TTL is removed
 -- ARGV[1] custom_id
 -- ARGV[2] expected  the record as the caller read it (compare-and-take: a record that
 --                   changed meanwhile is left alone)
 --
 -- Returns 1 when the line was reopened, 0 when its record was not the expected one.
 
-local outcomes, meta, history, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local outcomes, meta, history, attempts, reruns = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local custom_id, expected = ARGV[1], ARGV[2]
 
 if redis.call('HGET', outcomes, custom_id) ~= expected then
@@ -20,12 +22,12 @@ if redis.call('HGET', outcomes, custom_id) ~= expected then
 end
 redis.call('RPUSH', history, expected)
 redis.call('HDEL', outcomes, custom_id)
-redis.call('HDEL', attempts, custom_id)
+redis.call('HSET', reruns, custom_id, redis.call('HGET', attempts, custom_id) or 0)
 redis.call('HINCRBY', meta, 'failed', -1)
 redis.call('HSET', meta, 'status', 'in_progress', 'end_status', 'completed')
 redis.call('HDEL', meta, 'finalizing_at', 'completed_at', 'failed_at', 'expired_at',
            'cancelled_at')
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   redis.call('PERSIST', KEYS[i])
 end
 return 1

@@ -24,9 +24,11 @@ def request(custom_id: str, model: str, text: str, **body: object) -> dict:
 
 def assert_complete(client, batch_id: str, total: int, served: int) -> dict:
     """Every accepted line has exactly one terminal record, and no provider call that the
-    simulator served is missing from the cost accounting (ledger + unsettled calls)."""
+    simulator served is missing from the cost report (billed + unsettled calls); every call
+    mark has moved to the ledger with its line's end."""
     from corral.redis_keys import BatchKeys
     from producer.batches import read_batch
+    from producer.costs import batch_cost
     from producer.results import iter_records
 
     keys = BatchKeys(batch_id)
@@ -37,17 +39,18 @@ def assert_complete(client, batch_id: str, total: int, served: int) -> dict:
     assert client.hlen(keys.outcomes) == total
     exported = [record["custom_id"] for record in iter_records(client, batch_id)]
     assert len(exported) == len(set(exported)) == total  # no line twice
-    accounted = client.llen(keys.ledger) + client.hlen(keys.inflight)
-    assert accounted >= served, (accounted, served)
+    assert client.hlen(keys.inflight) == 0
+    cost = batch_cost(client, batch_id).total
+    assert cost.requests + cost.unsettled_calls >= served, (cost, served)
     return batch
 
 
 def assert_each_line_called_once(client, batch_id: str, lines: int, served: int) -> None:
     """The provider served each line once, apart from calls whose outcome corral could not
     know (a timeout or a connection lost after sending), which it keeps as unsettled."""
-    from corral.redis_keys import BatchKeys
+    from producer.costs import batch_cost
 
-    unsettled = client.hlen(BatchKeys(batch_id).inflight)
+    unsettled = batch_cost(client, batch_id).total.unsettled_calls
     assert lines <= served <= lines + unsettled, (lines, served, unsettled)
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -57,8 +58,16 @@ def test_1_sigkill_one_of_three_workers_at_30_percent(tmp_path: Path, redis_clie
     workers[0].process.send_signal(signal.SIGKILL)
     batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=90)
     assert batch["status"] == "completed"
-    assert_complete(redis_client, batch_id, 1000, sim.stats()["served"])
+    served = sim.stats()["served"]
+    assert_complete(redis_client, batch_id, 1000, served)
     assert batch["request_counts"]["failed"] == 0
+    # The calls the killed worker had in flight are in the report, as the user sees it.
+    report = json.loads(corral("cost", batch_id, "--json", config=config).stdout)["total"]
+    assert report["requests"] + report["unsettled_calls"] >= served > 1000, (report, served)
+    assert 1 <= report["unsettled_calls"] <= 8  # at most the killed worker's slots
+    assert Decimal(report["unsettled_max_cost_usd"]) > 0
+    table = corral("cost", batch_id, config=config).stdout
+    assert "unsettled calls" in table and f"{report['unsettled_calls']:,}" in table
 
 
 # gevent too: its 64 slots share round trips (corral/group_commit.py), so a restart fails

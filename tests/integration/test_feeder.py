@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from corral.redis_keys import BatchKeys
+from producer.costs import batch_cost
 from producer.views import wait_for_batch
 from tests.integration.helpers import assert_complete, request, write_jsonl
 
@@ -73,9 +74,9 @@ def test_a_small_batch_is_not_stuck_behind_a_large_one_and_redis_holds_only_a_sh
     served = sim.stats()["served"]
     for batch_id, total in ((big_id, big_total), (small_id, small_total)):
         assert_complete(redis_client, batch_id, total, total)
-    keys = (big_keys, BatchKeys(small_id))
-    billed = sum(redis_client.llen(k.ledger) for k in keys)
-    unsettled = sum(redis_client.hlen(k.inflight) for k in keys)
+    costs = [batch_cost(redis_client, batch_id).total for batch_id in (big_id, small_id)]
+    billed = sum(cost.requests for cost in costs)
+    unsettled = sum(cost.unsettled_calls for cost in costs)
     assert billed == big_total + small_total  # one billed call per line, none twice
     assert big_total + small_total <= served <= billed + unsettled  # every call accounted
 

@@ -11,12 +11,17 @@
 -- ARGV[5] spent      settle only: what the call actually cost, in nano-dollars
 --
 -- reserve returns 1 (reserved) or 0 (a cap would be exceeded: nothing reserved);
--- settle returns 1. Since every call reserves its worst case first, spend never passes a cap.
+-- settle returns 1. Both return -1 and write nothing when the batch is gone (its meta has no
+-- id), so a late call never recreates part of it. Since every call reserves its worst case first, spend never passes a cap.
 -- No TTLs here: the keys are fields of the batch's meta hash.
 
 local meta, op, model = KEYS[1], ARGV[1], ARGV[2]
 local amount = tonumber(ARGV[3])
 local spent_m, reserved_m = 'spent_nusd:' .. model, 'reserved_nusd:' .. model
+
+if redis.call('HEXISTS', meta, 'id') == 0 then
+  return -1
+end
 
 if op == 'settle' then
   redis.call('HINCRBY', meta, 'reserved_nusd', -amount)

@@ -1,30 +1,40 @@
 -- start_job.lua: decide whether this delivery of a line may call the provider, and if so
--- take the line's lease, count the attempt and hand back the stored request. One round trip.
+-- take the line's lease, count the attempt, mark the call in flight and hand back the stored
+-- request. One round trip.
 --
 -- KEYS[1] outcomes  hash   custom_id -> terminal record
 -- KEYS[2] meta      hash   status, expires_at (s)
--- KEYS[3] bodies    hash   custom_id -> stored request (JSON)
--- KEYS[4] attempts  hash   custom_id -> attempts started
+-- KEYS[3] bodies    hash   custom_id -> stored request (JSON, corral/stored_job.py)
+-- KEYS[4] attempts  hash   custom_id -> calls started, ever (numbers go on across reruns)
 -- KEYS[5] lease     string the line's lease
--- KEYS[6] inflight  hash   custom_id#attempt -> start (s): set here, removed when settled
+-- KEYS[6] inflight  hash   custom_id#call -> call mark (JSON): set here, removed when settled
+-- KEYS[7] reruns    hash   custom_id -> calls started before its latest `corral retry`
 -- ARGV[1] custom_id
 -- ARGV[2] lease_ms  how long the lease holds (ms): one attempt's longest run
 -- ARGV[3] holder    who takes the lease (worker host and pid, for debugging)
+-- ARGV[4] client_request_id  the X-Client-Request-Id the call will carry
+-- ARGV[5] price_version      the worker's price table version
 -- Optionally, to take the call's rate-limit capacity in the same round trip:
--- KEYS[7] bucket    the scope's bucket hash (see bucket.lua)
--- ARGV[4] model     the model whose queue delivered the line
--- ARGV[5] rpm       the scope's request capacity per period
--- ARGV[6] tpm       the scope's token capacity per period
--- ARGV[7] period_ms the scope's refill period (ms)
--- ARGV[8] max_attempts
+-- KEYS[8] bucket    the scope's bucket hash (see bucket.lua)
+-- ARGV[6] model     the model whose queue delivered the line
+-- ARGV[7] rpm       the scope's request capacity per period
+-- ARGV[8] tpm       the scope's token capacity per period
+-- ARGV[9] period_ms the scope's refill period (ms)
+-- ARGV[10] max_attempts
 -- The capacity is taken only when the stored request starts {"tokens":N,"model":"<model>"
 -- (the charge its intake computed, for that same model), the batch has no spending cap (its
 -- budget is reserved before capacity), this attempt may call, and the buckets hold it now;
 -- otherwise nothing is taken and the worker waits for capacity on its own.
 --
--- Returns {verdict, attempt, request, budgeted[, tokens, nr, nt, now_ms, requests_left,
--- tokens_left]}; budgeted is 1 when the batch has a spending cap (max_cost_nusd); the rest is
--- there when the capacity was taken (bucket.lua's admission, to settle the call with, and the
+-- The call mark is what prices the call if no response ever settles it (its worker is
+-- killed, it times out): {"model", "price_version", "input_tokens_max", "output_tokens_max",
+-- "started_ms", "client_request_id"}, the bounds read from the stored request.
+--
+-- Returns {verdict, attempt, request, budgeted, call[, tokens, nr, nt, now_ms,
+-- requests_left, tokens_left]}: attempt counts this run's attempts (from 1 again after a
+-- `corral retry`), call numbers the line's calls for good (its inflight field and ledger
+-- rows); budgeted is 1 when the batch has a spending cap (max_cost_nusd); the rest is there
+-- when the capacity was taken (bucket.lua's admission, to settle the call with, and the
 -- levels it left). The verdict is
 --   "done"      the line has its record: skip (a redelivery or duplicate)
 --   "leased"    another worker is running it now: try this message again after the lease's
@@ -37,9 +47,10 @@
 
 -- include: bucket_core
 
-local outcomes, meta, bodies, attempts, lease, inflight =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local outcomes, meta, bodies, attempts, lease, inflight, reruns =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local custom_id, lease_ms, holder = ARGV[1], ARGV[2], ARGV[3]
+local client_request_id, price_version = ARGV[4], ARGV[5]
 
 if redis.call('HEXISTS', outcomes, custom_id) == 1 then
   return {'done', 0, false}
@@ -64,20 +75,29 @@ end
 if not redis.call('SET', lease, holder, 'NX', 'PX', lease_ms) then
   return {'leased', math.max(redis.call('PTTL', lease), 1), false}
 end
-local attempt = redis.call('HINCRBY', attempts, custom_id, 1)
-redis.call('HSET', inflight, custom_id .. '#' .. attempt, now)
+local call = redis.call('HINCRBY', attempts, custom_id, 1)
+local attempt = call - (tonumber(redis.call('HGET', reruns, custom_id)) or 0)
+local now_ms = now * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- The stored request's prefix holds what a mark needs; decode it whole only if it does not.
+local tokens, model, input_max, output_max = string.match(request,
+  '^{"tokens":(%d+),"model":"([^"\\]*)","input_max":(%d+),"output_max":(%d+),')
+if not tokens then
+  local job = cjson.decode(request)
+  model, input_max, output_max = job.model, job.input_max or 0, job.output_max or 0
+end
+redis.call('HSET', inflight, custom_id .. '#' .. call, cjson.encode({
+  model = model, price_version = price_version, input_tokens_max = tonumber(input_max),
+  output_tokens_max = tonumber(output_max), started_ms = now_ms,
+  client_request_id = client_request_id}))
 local budgeted = state[3] and 1 or 0
-if KEYS[7] and budgeted == 0 and attempt <= tonumber(ARGV[8]) then
-  local tokens, model = string.match(request, '^{"tokens":(%d+),"model":"([^"\\]*)"')
-  if tokens and model == ARGV[4] then
-    local bucket = bucket_load(KEYS[7], tonumber(ARGV[5]), tonumber(ARGV[6]),
-                               tonumber(ARGV[7]),
-                               now * 1000 + math.floor(tonumber(time[2]) / 1000))
-    local taken = bucket_acquire(bucket, tonumber(tokens))
-    if taken[1] == 1 then
-      return {'run', attempt, request, budgeted, tonumber(tokens), taken[3], taken[4], taken[5],
-              taken[6], taken[7]}
-    end
+if KEYS[8] and tokens and budgeted == 0 and attempt <= tonumber(ARGV[10])
+    and model == ARGV[6] then
+  local bucket = bucket_load(KEYS[8], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
+                             now_ms)
+  local taken = bucket_acquire(bucket, tonumber(tokens))
+  if taken[1] == 1 then
+    return {'run', attempt, request, budgeted, call, tonumber(tokens), taken[3], taken[4],
+            taken[5], taken[6], taken[7]}
   end
 end
-return {'run', attempt, request, budgeted}
+return {'run', attempt, request, budgeted, call}
