@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     redis_tls_ca_file: str | None = None
     redis_tls_cert_file: str | None = None
     redis_tls_key_file: str | None = None
+    # Workers refuse to start on a Redis whose maxmemory-policy evicts keys (it would drop
+    # corral's state silently) unless this is set (see corral.redis_durability).
+    allow_evicting_redis: bool = False
     # How workers and the CLI write log lines: plain text, or one JSON object per line.
     log_format: Literal["text", "json"] = "text"
     # Celery's two INFO lines per job (received, succeeded): off by default, since writing

@@ -1,4 +1,4 @@
-"""`corral check`: is the config sound, does Redis answer, does each provider take our key?"""
+"""`corral check`: is the config sound, is Redis up and durable, does each provider take our key?"""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from corral.api_keys import read_api_key
 from corral.config import CorralConfig, ProviderConfig
 from corral.errors import CorralError
 from corral.redis_client import connect, redact_url
+from corral.redis_durability import OVERRIDE, read_durability
 
 TIMEOUT_S = 10.0
 
@@ -22,9 +23,12 @@ class Finding:
     subject: str
     ok: bool
     detail: str
+    # Fine to go on, but the operator should know (printed as WARN; `check` still exits 0).
+    warn: bool = False
 
     def __str__(self) -> str:
-        return f"{self.subject}: {'ok' if self.ok else 'FAIL'} ({self.detail})"
+        state = "FAIL" if not self.ok else "WARN" if self.warn else "ok"
+        return f"{self.subject}: {state} ({self.detail})"
 
 
 def check_redis(url: str) -> Finding:
@@ -34,6 +38,21 @@ def check_redis(url: str) -> Finding:
     except CorralError as err:
         return Finding("redis", False, str(err))
     return Finding("redis", True, f"{redact_url(url)}, Redis {version}")
+
+
+def check_redis_durability(url: str) -> Finding:
+    """AOF, snapshots and maxmemory policy: an evicting policy fails, no persistence warns."""
+    subject = "redis durability"
+    try:
+        durability = read_durability(url)
+    except CorralError as err:
+        return Finding(subject, False, str(err))
+    if durability.error:
+        return Finding(subject, False, f"{durability.summary}; {durability.error}; workers "
+                                       f"refuse to start unless {OVERRIDE}=true")
+    if durability.warning:
+        return Finding(subject, True, f"{durability.summary}; {durability.warning}", warn=True)
+    return Finding(subject, True, durability.summary)
 
 
 def check_provider(provider: ProviderConfig, models: list[str]) -> Finding:
@@ -64,7 +83,10 @@ def check_all(config: CorralConfig, redis_url: str) -> Iterator[Finding]:
     """Every finding, config first."""
     yield Finding("config", True, f"{config.source}: {len(config.models)} models, "
                                   f"{len(config.providers)} providers")
-    yield check_redis(redis_url)
+    reached = check_redis(redis_url)
+    yield reached
+    if reached.ok:
+        yield check_redis_durability(redis_url)
     for provider in config.providers.values():
         upstreams = sorted({m.upstream for m in config.models.values()
                             if m.provider == provider.name})

@@ -214,7 +214,8 @@ def estimate(session: Session, file: Path, as_json: bool, skip_invalid: bool,
 @cli.command()
 @click.pass_obj
 def check(session: Session) -> None:
-    """Check the config, Redis and every provider (with the key the workers would use)."""
+    """Check the config, Redis and its durability, and every provider (with the key the
+    workers would use)."""
     from producer.check import check_all  # httpx loads for this command only
 
     findings = list(check_all(session.config, session.settings.redis_url))

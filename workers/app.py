@@ -3,12 +3,13 @@
 import logging
 import sys
 from contextvars import Token
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import concurrency
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    celeryd_after_setup,
     celeryd_init,
     task_postrun,
     task_prerun,
@@ -19,6 +20,8 @@ from celery.signals import (
 from corral.celery_app import RUN_JOB_TASK, create_app
 from corral.errors import ConfigError, CorralError
 from corral.logs import bind_job, format_line, unbind_job, use_json
+from corral.redis_client import redact_url
+from corral.redis_durability import OVERRIDE, read_durability
 from corral.settings import get_settings
 from workers import kombu_client_reuse, kombu_lost_connection, kombu_restore_without_loop
 from workers.event_buffer import BufferedTaskEvents
@@ -53,22 +56,52 @@ def _size_broker_pool(conf: Any, options: dict[str, Any], **_: object) -> None:
         "max_connections": slots * SLOT_GROWTH + CONSUMER_CONNECTIONS}
 
 
+# What worker_init found and has to say once Celery has set up logging: (level, message).
+_startup_lines: list[tuple[int, str]] = []
+
+
 @worker_init.connect
 def _fail_fast_on_bad_setup(**_: object) -> None:
-    # Build the runner before consuming: a bad config or unreachable Redis stops the worker at
-    # start with one clear message instead of failing every job. SystemExit, because Celery
-    # logs and swallows ordinary exceptions raised by signal handlers.
+    # Build the runner before consuming: a bad config, an unreachable Redis or one that may
+    # evict keys stops the worker at start with one clear message instead of failing every
+    # job. SystemExit, because Celery logs and swallows ordinary exceptions raised by signal
+    # handlers.
     from workers.runtime import job_runner, reconciler
 
     try:
         job_runner()
+        settings = get_settings()
+        where = f"Redis at {redact_url(settings.redis_url)}"
+        durability = read_durability(settings.redis_url)
+        if durability.error and not settings.allow_evicting_redis:
+            _refuse_to_start(f"{where}: {durability.error}; refusing to start (set "
+                             f"{OVERRIDE}=true to start anyway)", 3)
         reconciler().start()
     except CorralError as err:
-        # Celery has not set up logging yet: write the line in the chosen format ourselves.
-        print(format_line(__name__, logging.CRITICAL, f"corral worker: {err}",
-                          _log_settings()[0]),
-              file=sys.stderr, flush=True)
-        raise SystemExit(2 if isinstance(err, ConfigError) else 3) from err
+        _refuse_to_start(str(err), 2 if isinstance(err, ConfigError) else 3, err)
+    level = logging.WARNING if durability.warning else logging.INFO
+    _startup_lines.append((level, "; ".join(filter(None, (
+        f"{where} durability: {durability.summary}", durability.warning)))))
+    if durability.error:
+        _startup_lines.append((logging.WARNING, f"{where}: {durability.error}; starting anyway "
+                                                f"because {OVERRIDE} is set"))
+
+
+def _refuse_to_start(message: str, exit_code: int, cause: BaseException | None = None) \
+        -> NoReturn:
+    # Celery has not set up logging yet: write the line in the chosen format ourselves.
+    print(format_line(__name__, logging.CRITICAL, f"corral worker: {message}",
+                      _log_settings()[0]),
+          file=sys.stderr, flush=True)
+    raise SystemExit(exit_code) from cause
+
+
+@celeryd_after_setup.connect
+def _log_startup_lines(**_: object) -> None:
+    logger = logging.getLogger(__name__)
+    for level, message in _startup_lines:
+        logger.log(level, message)
+    _startup_lines.clear()
 
 
 def _log_settings() -> tuple[str, bool]:
