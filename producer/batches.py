@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from corral.errors import BatchNotFoundError
+from corral.errors import BatchLostError, BatchNotFoundError
 from corral.redis_keys import BATCH_INDEX, BatchKeys
 from producer.durations import parse_duration_s
 
@@ -55,15 +55,32 @@ def read_batch(client: redis.Redis, batch_id: str) -> dict[str, Any]:
 
     Raises:
         BatchNotFoundError: no such batch.
+        BatchLostError: only part of it is left (Redis lost its data while lines ran).
     """
     meta: dict[str, str] = client.hgetall(BatchKeys(batch_id).meta)  # type: ignore[assignment]
     if not meta:
-        raise BatchNotFoundError(f"no batch {batch_id!r}")
-    return batch_object(meta)
+        raise BatchNotFoundError(
+            f"no batch {batch_id!r} in this Redis (a wrong id or Redis URL, past its retention, "
+            "or lost with Redis's data)")
+    return batch_object(meta, batch_id)
 
 
-def batch_object(meta: dict[str, str]) -> dict[str, Any]:
-    """Shape a stored meta hash as OpenAI's Batch object (with corral's `models`)."""
+def lost_batch_error(batch_id: str, detail: str = "") -> BatchLostError:
+    """The one-line error every command gives for a batch whose data Redis lost."""
+    return BatchLostError(
+        f"Redis lost the data of batch {batch_id}{detail} (restarted without persistence or "
+        "flushed; or the batch was deleted): its records and cost ledger are gone unless Redis "
+        "kept an AOF or snapshot to restore. Submit its input file again to run it anew")
+
+
+def batch_object(meta: dict[str, str], batch_id: str = "") -> dict[str, Any]:
+    """Shape a stored meta hash as OpenAI's Batch object (with corral's `models`).
+
+    Raises:
+        BatchLostError: the meta has no id (only fields a late writer left in an empty Redis).
+    """
+    if "id" not in meta or "status" not in meta:
+        raise lost_batch_error(batch_id or meta.get("id", "?"))
     batch: dict[str, Any] = {
         "id": meta["id"], "object": "batch", "endpoint": "/v1/chat/completions",
         "status": meta["status"], "input_file": meta.get("input_file"),
@@ -93,7 +110,8 @@ def list_batches(client: redis.Redis, limit: int = 50) -> list[dict[str, Any]]:
     gone = [batch_id for batch_id, meta in zip(ids, metas, strict=True) if not meta]
     if gone:
         client.zrem(BATCH_INDEX, *gone)
-    return [batch_object(meta) for meta in metas if meta]
+    # A meta without its id is what a late writer left of a batch Redis lost: not listed.
+    return [batch_object(meta) for meta in metas if "id" in meta and "status" in meta]
 
 
 def is_terminal(batch: dict[str, Any]) -> bool:

@@ -26,6 +26,7 @@ from producer.estimate import Estimate
 from producer.flower import flower
 from producer.results import errors_path_for, write_outputs
 from producer.session import (
+    EXIT_BUG,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     Session,
@@ -64,6 +65,16 @@ class CorralGroup(click.Group):
         except (CorralError, redis.RedisError, ValueError) as err:
             click.echo(f"corral: {err}", err=True)
             ctx.exit(exit_code_for(err))
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as err:
+            # No traceback, ever: a bug gets one line, and the traceback only when asked for.
+            if os.environ.get("CORRAL_DEBUG"):
+                raise
+            click.echo(f"corral: unexpected error ({type(err).__name__}: {err}); this is a "
+                       "bug in corral, please report it (CORRAL_DEBUG=1 shows the traceback)",
+                       err=True)
+            ctx.exit(EXIT_BUG)
 
 
 def parse_usd(text: str | None) -> Decimal | None:

@@ -27,11 +27,12 @@ from celery import Celery
 
 from corral import lua_scripts
 from corral.config import CorralConfig
-from corral.errors import CorralError
+from corral.errors import BatchNotFoundError, CorralError
 from corral.jobs import send_jobs
 from corral.redis_keys import BatchKeys, feeding_key
-from corral.stats import by_model, lines_in_flight, stat_field
-from producer.spool import model_file, read_model_lines
+from corral.stats import by_model, lines_in_flight
+from producer.batches import lost_batch_error
+from producer.spool import model_file, read_model_lines, spool_root
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,27 @@ class Feeder:
         # Who holds the batch (host:pid:nonce), readable in Redis when debugging.
         self._token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._store_bodies = lua_scripts.register(client, "store_bodies")
+        self._feed_cursor = lua_scripts.register(client, "feed_cursor")
 
     def stop(self) -> None:
         """Stop `run` after its current top-up."""
         self._stop.set()
 
     def state(self) -> FeedState:
-        """The batch's feed state now."""
-        return feed_state(self._client.hgetall(self._keys.meta))  # type: ignore[arg-type]
+        """The batch's feed state now.
+
+        Raises:
+            BatchNotFoundError: no such batch, and no spool of it on this machine.
+            BatchLostError: Redis lost the batch (wholly or in part): its cursor is gone.
+        """
+        meta: dict[str, str] = self._client.hgetall(self._keys.meta)  # type: ignore[assignment]
+        if "id" not in meta:
+            spool = spool_root() / self._batch_id
+            if meta or spool.exists():
+                raise lost_batch_error(self._batch_id, f", whose spool is still at {spool}"
+                                       if spool.exists() else "")
+            raise BatchNotFoundError(f"no batch {self._batch_id!r} in this Redis")
+        return feed_state(meta)
 
     def feed_once(self, state: FeedState | None = None) -> int:
         """Send what each model's fair share has room for; returns the lines sent."""
@@ -179,18 +193,18 @@ class Feeder:
         queue = self._config.models[cursor.model].queue
         # Bodies before the jobs that point at them; the cursor after both. Lines of a chunk
         # fed again (its feeder died before moving the cursor) that have ended are skipped.
-        stored = self._store_bodies(keys=[self._keys.bodies, self._keys.outcomes],
+        stored = self._store_bodies(keys=[self._keys.bodies, self._keys.outcomes, self._keys.meta],
                                     args=[part for entry in entries for part in entry])
+        if stored is None:
+            raise lost_batch_error(self._batch_id, f", whose spool is still at {spool}")
         if stored:
             send_jobs(self._app, self._batch_id, [(str(custom_id), queue)
                                                   for custom_id in stored])
         # The counts move with the cursor, in one write: a chunk fed again counts once.
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hset(self._keys.meta, mapping={f"fed:{cursor.model}": cursor.fed + len(entries),
-                                            f"fed_offset:{cursor.model}": offset})
-        pipe.hincrby(self._keys.meta, "enqueued", len(entries))
-        pipe.hincrby(self._keys.stats, stat_field(cursor.model, "enqueued"), len(entries))
-        pipe.execute()
+        if not self._feed_cursor(keys=[self._keys.meta, self._keys.stats],
+                                 args=[cursor.model, cursor.fed + len(entries), offset,
+                                       len(entries)]):
+            raise lost_batch_error(self._batch_id, f", whose spool is still at {spool}")
         return len(entries)
 
     def _take_lock(self) -> None:

@@ -16,7 +16,7 @@ import redis
 from celery import Celery
 
 from corral.config import CorralConfig, find_config_path, load_config
-from corral.errors import BatchNotFoundError, ConfigError, RedisUnavailableError
+from corral.errors import BatchNotFoundError, ConfigError, CorralError, RedisUnavailableError
 from corral.records import OutcomeStore
 from corral.redis_client import connect
 from corral.settings import Settings, get_settings
@@ -27,14 +27,15 @@ from producer.validator import RejectedLine
 from producer.views import wait_for_batch
 
 EXIT_OK, EXIT_FAILED_LINES, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NO_BATCH = 0, 1, 2, 3, 4
+EXIT_BUG = 70  # sysexits' EX_SOFTWARE: corral itself failed
 
 
 def exit_code_for(err: Exception) -> int:
     """DESIGN §3's exit codes for an error that ends a command."""
     if isinstance(err, BatchNotFoundError):
         return EXIT_NO_BATCH
-    if isinstance(err, RedisUnavailableError | redis.ConnectionError | redis.TimeoutError):
-        return EXIT_UNREACHABLE
+    if isinstance(err, RedisUnavailableError | redis.RedisError):
+        return EXIT_UNREACHABLE  # unreachable, or refusing writes (out of memory, read-only)
     if isinstance(err, ConfigError | NothingToSubmitError | ValueError):
         return EXIT_USAGE
     return EXIT_FAILED_LINES
@@ -125,8 +126,18 @@ def feed_in_thread(session: Session, batch_id: str) -> Feeder:
     """Feed the rest of the batch from a thread of this process (stopped with the batch)."""
     feeder = session.feeder(batch_id)
     if feeder.state().unfed:
-        threading.Thread(target=feeder.run, name="corral-feeder", daemon=True).start()
+        threading.Thread(target=_feed_quietly, args=(feeder, batch_id), name="corral-feeder",
+                         daemon=True).start()
     return feeder
+
+
+def _feed_quietly(feeder: Feeder, batch_id: str) -> None:
+    """Run a feeder thread whose errors end in one line: the waiting command reports the
+    batch's fate (its own read of Redis fails the same way)."""
+    try:
+        feeder.run()
+    except (CorralError, redis.RedisError) as err:
+        click.echo(f"corral: batch {batch_id}: feeding stopped: {err}", err=True)
 
 
 def run_feeder(session: Session, batch_id: str) -> int:

@@ -15,6 +15,11 @@ from producer.seen_ids import SeenIds
 
 CHAT_COMPLETIONS_URL = "/v1/chat/completions"
 MAX_CUSTOM_ID_CHARS = 256
+# Deeper JSON is refused: no request needs it (a response_format schema is a few dozen levels),
+# and everything after the parse (routing, storing, sending) walks the body recursively.
+MAX_NESTING = 64
+# Roles whose message must have content; an assistant message may carry only tool_calls.
+CONTENT_REQUIRED_ROLES = frozenset({"system", "developer", "user", "tool"})
 
 
 @dataclass(frozen=True)
@@ -107,17 +112,62 @@ class LineValidator:
 
 
 def _parse_object(data: bytes) -> dict[str, Any]:
+    """One line's JSON object, strictly: valid UTF-8, no key twice in one object, no lone
+    surrogate escape, at most MAX_NESTING levels deep."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise LineRejected(f"invalid UTF-8 at byte {err.start}") from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise LineRejected(f"malformed JSON: {err.msg} at column {err.colno}") from None
+    except RecursionError:
+        raise LineRejected(f"nested too deeply (more than {MAX_NESTING} levels)") from None
     if not isinstance(value, dict):
         raise LineRejected(f"expected a JSON object, got {type(value).__name__}")
+    # Cheap tests first: deep nesting needs that many brackets, a lone surrogate a \ud escape.
+    if text.count("{") + text.count("[") > MAX_NESTING and _depth(value) > MAX_NESTING:
+        raise LineRejected(f"nested too deeply (more than {MAX_NESTING} levels)")
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
+        raise LineRejected("a string holds a lone UTF-16 surrogate (an unpaired \\ud800-"
+                           "\\udfff escape), which is not Unicode text and no provider "
+                           "accepts")
     return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook: the object, refusing a key given twice (which value counts would
+    be a guess: Python keeps the last, some parsers the first)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise LineRejected(f"duplicate key {key!r} in one JSON object")
+            seen.add(key)
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value`, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a string in `value` (keys included) holds an unpaired UTF-16 surrogate."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_custom_id(value: Any) -> str:
@@ -143,6 +193,10 @@ def _check_body(body: dict[str, Any]) -> None:
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise LineRejected(f"body.messages[{index}] must be an object with a role")
+        if message.get("content") is None and message["role"] in CONTENT_REQUIRED_ROLES:
+            raise LineRejected(f"body.messages[{index}] ({message['role']}) has no content "
+                               "(null or missing); only an assistant message with tool_calls "
+                               "may omit it")
     for field in ("max_tokens", "max_completion_tokens", "n"):
         value = body.get(field)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)

@@ -12,10 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producer.batches import is_terminal, read_batch
+from corral.errors import BatchNotFoundError, RedisUnavailableError
+from producer.batches import is_terminal, lost_batch_error, read_batch
 from producer.costs import CostReport, CostTotals
 
 POLL_INTERVAL_S = 0.25
+REDIS_OUTAGE_S = 30.0  # how long `submit --wait` waits out a Redis that does not answer
 
 
 WIDE_COLUMNS = 160
@@ -85,8 +87,16 @@ def batches_table(batches: list[dict[str, Any]]) -> Table:
 
 
 def wait_for_batch(client: redis.Redis, batch_id: str, *, show_progress: bool = True,
-                   timeout_s: float | None = None) -> dict[str, Any]:
-    """Poll until the batch ends, with a progress bar on stderr; returns the final batch."""
+                   timeout_s: float | None = None,
+                   outage_s: float = REDIS_OUTAGE_S) -> dict[str, Any]:
+    """Poll until the batch ends, with a progress bar on stderr; returns the final batch.
+
+    Rides out a Redis that stops answering for up to `outage_s` (a restart).
+
+    Raises:
+        BatchLostError: the batch vanished while waited for (Redis lost its data).
+        RedisUnavailableError: Redis did not answer for `outage_s`.
+    """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(),
@@ -94,6 +104,7 @@ def wait_for_batch(client: redis.Redis, batch_id: str, *, show_progress: bool = 
     with progress:
         batch = read_batch(client, batch_id)
         task = progress.add_task(batch_id, total=batch["request_counts"]["total"], failed=0)
+        silent_since: float | None = None
         while True:
             counts = batch["request_counts"]
             progress.update(task, completed=counts["completed"] + counts["failed"],
@@ -101,4 +112,15 @@ def wait_for_batch(client: redis.Redis, batch_id: str, *, show_progress: bool = 
             if is_terminal(batch) or (deadline is not None and time.monotonic() > deadline):
                 return batch
             time.sleep(POLL_INTERVAL_S)
-            batch = read_batch(client, batch_id)
+            try:
+                batch = read_batch(client, batch_id)
+                silent_since = None
+            except BatchNotFoundError:
+                raise lost_batch_error(batch_id) from None  # it was there a moment ago
+            except (redis.ConnectionError, redis.TimeoutError) as err:
+                silent_since = silent_since or time.monotonic()
+                if time.monotonic() - silent_since > outage_s:
+                    raise RedisUnavailableError(
+                        f"Redis did not answer for {outage_s:g} s while waiting for batch "
+                        f"{batch_id} ({err}); if it comes back, follow the batch with "
+                        f"`corral status {batch_id} --watch`") from None

@@ -53,7 +53,9 @@ def scopes_by_model(config: CorralConfig | None) -> dict[str, RateScope]:
 def poll(client: redis.Redis, batch_ids: Iterable[str]) -> list[Polled]:
     """Meta and live counters of each batch, and the Redis clock, in one round trip.
 
-    A batch deleted since it was listed is left out.
+    Raises:
+        BatchLostError: a batch's data is gone, wholly or in part (Redis lost it, or it was
+            deleted while watched): never shown as finished.
     """
     batch_ids = list(batch_ids)
     pipe = client.pipeline(transaction=False)
@@ -64,8 +66,9 @@ def poll(client: redis.Redis, batch_ids: Iterable[str]) -> list[Polled]:
     replies = pipe.execute()
     seconds, micros = replies[-1]
     now_s = int(seconds) + int(micros) / 1e6
-    return [Polled(batch_object(meta), by_model(stats), spooled_lines(meta), now_s)
-            for meta, stats in zip(replies[0:-1:2], replies[1:-1:2], strict=True) if meta]
+    return [Polled(batch_object(meta, batch_id), by_model(stats), spooled_lines(meta), now_s)
+            for batch_id, meta, stats in zip(batch_ids, replies[0:-1:2], replies[1:-1:2],
+                                             strict=True)]
 
 
 def spooled_lines(meta: Mapping[str, str]) -> dict[str, int]:

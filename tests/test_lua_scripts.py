@@ -27,7 +27,19 @@ def test_a_chunk_fed_again_stores_and_sends_only_the_lines_that_have_not_ended(
     from corral import lua_scripts
 
     store_bodies = lua_scripts.register(redis_client, "store_bodies")
+    redis_client.hset("meta", "id", "batch_1")
     redis_client.hset("outcomes", "a", '{"custom_id": "a"}')  # ended before the re-feed
-    stored = store_bodies(keys=["bodies", "outcomes"], args=["a", "{1}", "b", "{2}", "c", "{3}"])
+    stored = store_bodies(keys=["bodies", "outcomes", "meta"],
+                          args=["a", "{1}", "b", "{2}", "c", "{3}"])
     assert stored == ["b", "c"]
     assert redis_client.hgetall("bodies") == {"b": "{2}", "c": "{3}"}
+
+
+def test_a_feeder_never_stores_bodies_for_a_batch_redis_lost(redis_client) -> None:
+    from corral import lua_scripts
+
+    store_bodies = lua_scripts.register(redis_client, "store_bodies")
+    feed_cursor = lua_scripts.register(redis_client, "feed_cursor")
+    assert store_bodies(keys=["bodies", "outcomes", "meta"], args=["a", "{1}"]) is None
+    assert feed_cursor(keys=["meta", "stats"], args=["small", 1, 10, 1]) == 0
+    assert redis_client.dbsize() == 0

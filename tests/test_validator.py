@@ -75,12 +75,41 @@ def test_valid_line_is_routed_and_gets_the_upstream_model(validator: LineValidat
     (line(body={"model": "small", "max_tokens": 600,
                 "messages": [{"role": "user", "content": "x"}]}),
      "allows only 500 tokens per minute"),
+    (b'{"custom_id": "q", "body": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "nested too deeply (more than 64 levels)"),
+    (line(metadata=json.loads("[" * 70 + "]" * 70)), "nested too deeply"),
+    (line(body={"model": "small", "messages": [{"role": "user", "content": "SURROGATE"}]})
+     .replace(b"SURROGATE", b"\\ud800"), "lone UTF-16 surrogate"),
+    (line(body={"model": "small", "messages": [{"role": "user", "content": None}]}),
+     "body.messages[0] (user) has no content"),
+    (line(body={"model": "small", "messages": [{"role": "system"}]}),
+     "body.messages[0] (system) has no content"),
+    (b'{"custom_id": "q", "custom_id": "r", "method": "POST"}',
+     "duplicate key 'custom_id' in one JSON object"),
+    (line(body={"model": "small", "messages": [{"role": "user", "content": "x"}]})
+     .replace(b'"model": "small"', b'"model": "small", "model": "big"'),
+     "duplicate key 'model'"),
 ])
 def test_bad_lines_are_rejected_with_their_reason(validator: LineValidator, data: bytes,
                                                   reason: str) -> None:
     rejected = check(validator, data, number=7)
     assert isinstance(rejected, RejectedLine), rejected
     assert rejected.number == 7 and reason in rejected.reason
+
+
+def test_paired_surrogate_escapes_and_tool_call_messages_are_accepted(
+        validator: LineValidator) -> None:
+    messages = [{"role": "user", "content": "😀 ok"},
+                {"role": "assistant", "content": None,
+                 "tool_calls": [{"id": "c1", "type": "function",
+                                 "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "done"}]
+    data = json.dumps({"custom_id": "q", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "small", "messages": messages}}).encode()
+    assert b"\\ud83d\\ude00" in data  # json.dumps escapes the emoji as a surrogate pair
+    accepted = check(validator, data)
+    assert isinstance(accepted, AcceptedLine)
+    assert accepted.body["messages"][0]["content"] == "😀 ok"
 
 
 def test_a_repeated_custom_id_is_the_bad_line_not_the_first(validator: LineValidator) -> None:

@@ -10,6 +10,7 @@ import redis
 from rich.console import Console
 
 from corral.config import load_config
+from corral.errors import BatchLostError
 from corral.redis_keys import BatchKeys
 from corral.stats import stat_field
 from producer.batches import create_batch
@@ -127,6 +128,21 @@ def test_watch_exits_1_when_lines_failed(redis_client) -> None:
     code = run_watch(redis_client, out_console, BatchWatch({}, period_s=60, clock=clock),
                      batch_id=batch_id, interval_s=0.5, sleep=sleep)
     assert code == EXIT_FAILED_LINES
+
+
+@pytest.mark.parametrize("left", ["nothing", "a late writer's counter"])
+def test_a_batch_that_vanishes_is_never_reported_as_finished(redis_client, left: str) -> None:
+    batch_id = new_batch(redis_client, 2, {"big": 2})
+    out_console, _ = console()
+
+    def redis_loses_everything(seconds: float) -> None:
+        redis_client.flushdb()
+        if left != "nothing":  # what a call in flight wrote before scripts checked the batch
+            redis_client.hincrby(BatchKeys(batch_id).meta, "completed", 1)
+
+    with pytest.raises(BatchLostError, match=f"Redis lost the data of batch {batch_id}"):
+        run_watch(redis_client, out_console, BatchWatch({}, period_s=60), batch_id=batch_id,
+                  interval_s=1, sleep=redis_loses_everything)
 
 
 def test_ctrl_c_leaves_the_batch_running_and_exits_130(redis_client) -> None:

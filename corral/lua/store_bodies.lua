@@ -4,11 +4,16 @@
 --
 -- KEYS[1] bodies    hash   custom_id -> stored request (JSON)
 -- KEYS[2] outcomes  hash   custom_id -> terminal record
+-- KEYS[3] meta      hash   the batch's meta (only read: does it still have its id?)
 -- ARGV    custom_id, request, custom_id, request, ...
 --
--- Returns the custom_ids stored (the ones to send jobs for), in the order given.
+-- Returns the custom_ids stored (the ones to send jobs for), in the order given; false (nil
+-- in Python) and nothing written when the batch is gone (deleted, or lost with Redis's data).
 
-local bodies, outcomes = KEYS[1], KEYS[2]
+local bodies, outcomes, meta = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('HEXISTS', meta, 'id') == 0 then
+  return false
+end
 local stored = {}
 for i = 1, #ARGV, 2 do
   if redis.call('HEXISTS', outcomes, ARGV[i]) == 0 then
