@@ -107,6 +107,12 @@ class BatchKeys:
         return f"{custom_id}#{call}"
 
     @property
+    def suspects(self) -> str:
+        """Set with a TTL: lines the reconciler's last sweep found with no record, lease or
+        message; the next sweep sends those it finds so again (workers/reconciler.py)."""
+        return f"{self._base}:suspects"
+
+    @property
     def feeder(self) -> str:
         """String with a TTL: the feeder process sending this batch's lines now."""
         return f"{self._base}:feeder"
@@ -123,4 +129,5 @@ class BatchKeys:
     def all(self) -> tuple[str, ...]:
         """Every long-lived key of the batch (leases expire by themselves)."""
         return (self.meta, self.bodies, self.order, self.outcomes, self.done, self.ledger,
-                self.seq, self.attempts, self.reruns, self.inflight, self.history, self.stats)
+                self.seq, self.attempts, self.reruns, self.inflight, self.history, self.stats,
+                self.suspects)

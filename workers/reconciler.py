@@ -1,21 +1,32 @@
 """Finds accepted lines that nothing will ever run again, and sends them once more.
 
 kombu's Redis transport can lose a message in flight when Redis restarts (popped from the
-queue but not yet in its unacked hash). Such a line has no record, no lease, no message: it
-would wait forever. Once a batch's queues and the broker's unacked hash are empty, every line
-without a record or a lease is such a line, so it is sent again (a duplicate is harmless:
-its lease or record makes the extra delivery a no-op).
+queue but not yet in its unacked hash), and a broker restart without persistence loses the
+queues whole. Such a line has no record, no lease and no message: it would wait forever.
+
+Each sweep reads every message the broker holds for corral (the models' queues and the
+fleet's unacked hash, which holds what workers have taken: running, prefetched, or waiting
+out a retry's countdown) and lists the stored lines of open batches that have neither a
+record, nor a lease, nor a message. A message moves between queue and unacked hash in a few
+milliseconds, and the feeder stores a line's request just before its message, so one sweep
+can catch a live line between two places: a line is sent again only when two sweeps in a
+row, an interval apart, found it so. This works while the fleet is busy (mid-batch), and a
+duplicate would be harmless anyway (its lease or record makes the extra delivery a no-op).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 
 import redis
 from celery import Celery
 
+from corral.celery_app import RUN_JOB_TASK
 from corral.config import CorralConfig
 from corral.jobs import send_jobs
 from corral.redis_keys import BATCH_INDEX, PREFIX, BatchKeys
@@ -25,6 +36,9 @@ log = logging.getLogger(__name__)
 KOMBU_UNACKED_KEY = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged
 LOCK_KEY = f"{PREFIX}:reconciler"
 OPEN_STATUSES = ("in_progress", "cancelling")
+SCAN_COUNT = 1000
+# How long a sweep's suspects wait for the next sweep to confirm them, in intervals.
+SUSPECTS_TTL_INTERVALS = 3
 
 
 class Reconciler:
@@ -45,34 +59,70 @@ class Reconciler:
             return 0  # queues and unacked messages live elsewhere (AMQP keeps its own)
         if not self._client.set(LOCK_KEY, "1", nx=True, px=int(self._interval_s * 1000)):
             return 0
-        if self._client.hlen(KOMBU_UNACKED_KEY):
-            return 0  # some message is still out with a worker
-        return sum(self._sweep_batch(str(batch_id))
-                   for batch_id in self._client.zrange(BATCH_INDEX, 0, -1))
+        batch_ids = [str(batch_id) for batch_id in self._client.zrange(BATCH_INDEX, 0, -1)]
+        if not batch_ids:
+            return 0
+        messaged = self.lines_with_messages()
+        return sum(self._sweep_batch(batch_id, messaged.get(batch_id, set()))
+                   for batch_id in batch_ids)
 
-    def _sweep_batch(self, batch_id: str) -> int:
+    def lines_with_messages(self) -> dict[str, set[str]]:
+        """batch_id → custom_ids that have a corral.run_job message in a queue or taken by a
+        worker (the unacked hash)."""
+        queues = {model.queue for model in self._config.models.values()}
+        raw: list[str] = []
+        for queue in sorted(queues):
+            raw.extend(self._client.lrange(queue, 0, -1))  # type: ignore[arg-type]
+        for _, value in self._client.hscan_iter(KOMBU_UNACKED_KEY, count=SCAN_COUNT):
+            raw.append(value)
+        lines: dict[str, set[str]] = defaultdict(set)
+        for batch_id, custom_id in job_arguments(raw):
+            lines[batch_id].add(custom_id)
+        return lines
+
+    def _sweep_batch(self, batch_id: str, messaged: set[str]) -> int:
         keys = BatchKeys(batch_id)
-        status, total, models = self._client.hmget(keys.meta, "status", "total", "models")
-        if status not in OPEN_STATUSES or not models:
+        status, total = self._client.hmget(keys.meta, "status", "total")
+        if status not in OPEN_STATUSES or self._client.hlen(keys.outcomes) >= int(total or 0):
+            self._client.delete(keys.suspects)
             return 0
-        if self._client.hlen(keys.outcomes) >= int(total or 0):
+        adrift = dict(self._adrift_lines(keys, messaged))
+        confirmed = [custom_id for custom_id, seen in zip(
+            adrift, self._client.smismember(keys.suspects, list(adrift)) if adrift else [],
+            strict=True) if seen]
+        pipe = self._client.pipeline()
+        pipe.delete(keys.suspects)
+        suspects = [custom_id for custom_id in adrift if custom_id not in set(confirmed)]
+        if suspects:
+            pipe.sadd(keys.suspects, *suspects)
+            pipe.pexpire(keys.suspects, int(self._interval_s * SUSPECTS_TTL_INTERVALS * 1000))
+        pipe.execute()
+        if not confirmed:
             return 0
-        queues = {self._config.models[m].queue for m in json.loads(models)
-                  if m in self._config.models}
-        if any(self._client.llen(queue) for queue in queues):
-            return 0  # lines still waiting their turn
-        lost: list[tuple[str, str]] = []
-        for custom_id, raw_job in self._client.hscan_iter(keys.bodies, count=1000):
-            if self._client.hexists(keys.outcomes, custom_id) or \
-                    self._client.exists(keys.lease(custom_id)):
+        log.warning("batch %s: %d lines had no record, lease or message in two sweeps; "
+                    "sending them again", batch_id, len(confirmed))
+        return send_jobs(self._app, batch_id, [(custom_id, adrift[custom_id])
+                                               for custom_id in confirmed])
+
+    def _adrift_lines(self, keys: BatchKeys, messaged: set[str]) -> Iterator[tuple[str, str]]:
+        """(custom_id, queue) of stored lines with no record, no lease and no message."""
+        candidates: list[tuple[str, str]] = []
+        for custom_id, raw_job in self._client.hscan_iter(keys.bodies, count=SCAN_COUNT):
+            if custom_id in messaged:
                 continue
-            model = self._config.models.get(json.loads(raw_job)["model"])
+            model = self._config.models.get(_job_model(raw_job))
             if model is not None:
-                lost.append((str(custom_id), model.queue))
-        if lost:
-            log.warning("batch %s: %d lines had no record, lease or message; sending them "
-                        "again", batch_id, len(lost))
-        return send_jobs(self._app, batch_id, lost)
+                candidates.append((str(custom_id), model.queue))
+        for start in range(0, len(candidates), SCAN_COUNT):
+            chunk = candidates[start:start + SCAN_COUNT]
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hmget(keys.outcomes, [custom_id for custom_id, _ in chunk])
+            for custom_id, _ in chunk:
+                pipe.exists(keys.lease(custom_id))
+            records, *leases = pipe.execute()
+            for (custom_id, queue), record, leased in zip(chunk, records, leases, strict=True):
+                if record is None and not leased:
+                    yield custom_id, queue
 
     def run_forever(self) -> None:
         """Sweep every interval until `stop()`; errors are logged, never fatal."""
@@ -88,3 +138,25 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def job_arguments(messages: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(batch_id, custom_id) of each corral.run_job message, as kombu's Redis transport
+    stores it: in a queue the message's JSON, in the unacked hash [message, exchange,
+    routing_key]; the body is Celery's protocol 2, [args, kwargs, embed], base64-encoded."""
+    for raw in messages:
+        try:
+            message = json.loads(raw)
+            if isinstance(message, list):
+                message = message[0]
+            if message.get("headers", {}).get("task") != RUN_JOB_TASK:
+                continue
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            yield str(args[0]), str(args[1])
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            continue  # not a message of ours (or not one we can read): not evidence either
+
+
+def _job_model(raw_job: str) -> str:
+    """The model of a stored request, read from its prefix (corral/stored_job.py)."""
+    return str(json.loads(raw_job).get("model", ""))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from decimal import Decimal
@@ -28,6 +29,7 @@ from tests.integration.helpers import (
     request,
     write_jsonl,
 )
+from workers.reconciler import job_arguments
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -293,6 +295,33 @@ def test_lines_whose_messages_vanished_are_sent_again_by_the_reconciler(
     assert batch["request_counts"] == {"total": 50, "completed": 50, "failed": 0}
     assert_complete(redis_client, batch_id, 50, sim.stats()["served"])
     assert sim.stats()["served"] == 50
+
+
+def test_the_reconciler_resends_lost_lines_mid_batch_and_no_live_one(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    total = 1000
+    sim = start_simulator("--latency-ms", "150")
+    config = write_config(f"{sim.base_url}/v1")
+    workers = start_workers(config, ["corral.small"], processes=2, concurrency=8)
+    batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(total))),
+                      config=config, env_extra={"CORRAL_QUEUE_DEPTH": "120"}).stdout.strip()
+    poll(lambda: finished(redis_client, batch_id) >= 100, timeout_s=60.0)
+    # Five messages vanish from the queue while both workers are busy with the rest.
+    lost = [redis_client.lpop("corral.small") for _ in range(5)]
+    assert redis_client.hlen("unacked") > 0
+    lost_ids = [custom_id for _, custom_id in job_arguments(lost)]
+    assert len(lost_ids) == 5
+    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
+    assert batch["request_counts"] == {"total": total, "completed": total, "failed": 0}
+    assert_complete(redis_client, batch_id, total, sim.stats()["served"])
+    assert sim.stats()["served"] == total  # no line was called twice
+    resent = [int(match) for worker in workers for match in re.findall(
+        rb"(\d+) lines had no record, lease or message", worker.log_path.read_bytes())]
+    assert sum(resent) == 5, resent  # the five lost ones, and no live line
+    # They came back mid-batch, not once it drained (hundreds of lines ended after them).
+    done = redis_client.lrange(BatchKeys(batch_id).done, 0, -1)
+    assert max(done.index(custom_id) for custom_id in lost_ids) < total - 100
 
 
 def test_a_line_whose_workers_keep_dying_ends_as_attempts_exhausted(
