@@ -46,9 +46,9 @@ def cost_table(report: CostReport, title: str = "Cost") -> Table:
                "list-price cost", "savings", "unproductive"]
     if unsettled:
         headers += ["unsettled calls", "unsettled ≤"]
-        table.caption = ("unsettled: calls the provider may have billed that nobody saw "
-                         "finish (worker lost, timed out); they cost between $0 and "
-                         f"{_usd(report.total.unsettled_max_cost_usd)} in all")
+        table.caption = ("unsettled: calls running now, or that nobody saw finish (worker "
+                         "lost, timed out) which the provider may have billed: between $0 "
+                         f"and {_usd(report.total.unsettled_max_cost_usd)} in all")
     for header in headers:
         table.add_column(header, justify="left" if header == "model" else "right")
 
