@@ -10,8 +10,11 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.errors import ConfigError
+from corral.tiktoken_offline import TiktokenUnavailableError, check_o200k_offline
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# How prompt tokens are estimated (see corral.tokens.resolve_prompt_estimator).
+TokenEstimator = Literal["auto", "script", "tiktoken"]
 
 
 class Settings(BaseSettings):
@@ -41,6 +44,11 @@ class Settings(BaseSettings):
     # Celery's two INFO lines per job (received, succeeded): off by default, since writing
     # them costs a worker about a tenth of its throughput.
     log_each_job: bool = False
+    # Prompt-token estimate for reservations, context-window checks and budget ceilings:
+    # tiktoken's o200k_base when installed with its encoding file already cached, else
+    # script-aware character ratios ("auto"); always the ratios ("script"); or tiktoken, and
+    # refuse to start without it ("tiktoken"). Submitters and workers should agree.
+    token_estimator: TokenEstimator = "auto"
     # Task events (received, started, succeeded) for Flower and `celery events`.
     task_events: bool = True
     # Celery's remote control (`celery inspect`/`control`, Flower's worker pages and buttons).
@@ -103,6 +111,15 @@ class Settings(BaseSettings):
                 f"{self.max_retry_delay_s:g} = {needed_s:g} s, or a live job would be "
                 "delivered twice"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_token_estimator(self) -> Settings:
+        if self.token_estimator == "tiktoken":
+            try:
+                check_o200k_offline()
+            except TiktokenUnavailableError as err:
+                raise ValueError(f"CORRAL_TOKEN_ESTIMATOR=tiktoken: {err}") from None
         return self
 
     @model_validator(mode="after")

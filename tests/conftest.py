@@ -13,6 +13,8 @@ import redis
 from corral.embedded_redis import EmbeddedRedis, is_reachable
 from corral.settings import get_settings
 
+# Expected token counts in the tests are the script-aware estimate's, with or without tiktoken.
+os.environ.setdefault("CORRAL_TOKEN_ESTIMATOR", "script")
 # Tests use their own database number and flush only that one.
 TEST_REDIS_URL = os.environ.get("CORRAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
