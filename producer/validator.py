@@ -8,7 +8,7 @@ from typing import Any
 
 from corral.config import ModelConfig
 from corral.stored_job import stored_job
-from corral.tokens import estimate_prompt_tokens, reservation_tokens
+from corral.tokens import estimate_prompt_tokens, requested_output_tokens
 from producer.reader import RawLine
 from producer.router import RouteDecision, Router, UnknownModelError
 from producer.seen_ids import SeenIds
@@ -102,7 +102,8 @@ class LineValidator:
             raise LineRejected(
                 f"prompt of about {prompt_tokens} tokens exceeds the {model.context_window}-token "
                 f"context window of {model.name}")
-        reservation = reservation_tokens(body, model.default_max_tokens)
+        # reservation_tokens(body, …), without estimating the prompt a second time.
+        reservation = prompt_tokens + requested_output_tokens(body, model.default_max_tokens)
         if reservation > model.tpm:
             raise LineRejected(
                 f"request needs {reservation} tokens (prompt + max_tokens × n) but {model.name} "
