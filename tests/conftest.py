@@ -100,3 +100,22 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """CORRAL_TEST_POSTGRES_URL (default: the machine's `test` database) when it answers."""
+    url = os.environ.get("CORRAL_TEST_POSTGRES_URL",
+                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+    except sqlalchemy.exc.OperationalError:
+        if os.environ.get("CI") == "true" and os.environ.get("CORRAL_TEST_POSTGRES_URL"):
+            pytest.fail(f"CI: no PostgreSQL at {url}")
+        pytest.skip(f"no PostgreSQL at {url}")
+    return url

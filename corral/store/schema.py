@@ -1,0 +1,93 @@
+"""The record store's tables (SQLAlchemy Core): one place for every column and key."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# Money: $ with 18 decimals, wide enough for any batch's total; never a float.
+MONEY = Numeric(38, 18)
+ID = String(300)  # a custom_id is at most 256 characters (DESIGN §3)
+
+metadata = MetaData(naming_convention={
+    "pk": "pk_%(table_name)s", "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s"})
+
+batches = Table(
+    "batches", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("input_file", Text, nullable=False, default=""),
+    Column("completion_window", String(16), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("completed", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),  # seconds, as OpenAI's Batch object
+    Column("ended_at", BigInteger),
+    Column("options", Text, nullable=False, default="{}"),  # JSON: models, caps, config source
+)
+
+# The accepted input lines, in input order: what a feeder on any host sends.
+lines = Table(
+    "lines", metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("custom_id", ID, primary_key=True),
+    Column("line_no", Integer, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("job", Text, nullable=False),  # the stored job (corral/stored_job.py)
+    UniqueConstraint("batch_id", "line_no"),
+)
+
+# One terminal record per line, written once; `seq` gives completion order.
+records = Table(
+    "records", metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("batch_id", String(64), nullable=False),
+    Column("custom_id", ID, nullable=False),
+    Column("error_code", String(64)),  # None for a result
+    Column("record", Text, nullable=False),  # the OpenAI batch output line (JSON)
+    Column("written_at", BigInteger, nullable=False),
+    UniqueConstraint("batch_id", "custom_id"),
+    Index("ix_records_batch_id_seq", "batch_id", "seq"),  # a batch's completion order
+)
+
+# One row per provider call, billed or unsettled; a settled row replaces an unsettled one.
+ledger = Table(
+    "ledger", metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("custom_id", ID, primary_key=True),
+    Column("attempt", Integer, primary_key=True),  # the line's call number
+    Column("model", String(200), nullable=False),
+    Column("unsettled", Boolean, nullable=False),
+    Column("productive", Boolean, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("cached_input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost_usd", MONEY, nullable=False),  # an unsettled row: 0 (its bound is in `row`)
+    Column("list_cost_usd", MONEY, nullable=False),
+    Column("client_request_id", String(64), nullable=False, default=""),
+    Column("row", Text, nullable=False),  # the whole ledger row (JSON)
+)
+
+# Records replaced by `corral retry`, oldest first.
+retry_history = Table(
+    "retry_history", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("batch_id", String(64), nullable=False, index=True),
+    Column("custom_id", ID, nullable=False),
+    Column("record", Text, nullable=False),
+    Column("replaced_at", BigInteger, nullable=False),
+)
