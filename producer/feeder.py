@@ -115,12 +115,16 @@ class Feeder:
         """
         meta: dict[str, str] = self._client.hgetall(self._keys.meta)  # type: ignore[assignment]
         if "id" not in meta:
-            spool = spool_root() / self._batch_id
-            if meta or spool.exists():
-                raise lost_batch_error(self._batch_id, f", whose spool is still at {spool}"
-                                       if spool.exists() else "")
+            if meta or (spool_root() / self._batch_id).exists():
+                raise self._lost()
             raise BatchNotFoundError(f"no batch {self._batch_id!r} in this Redis")
         return feed_state(meta)
+
+    def _lost(self) -> BatchNotFoundError:
+        """The error for a batch Redis lost, naming its spool when it is on this machine."""
+        spool = spool_root() / self._batch_id
+        return lost_batch_error(self._batch_id, f", whose spool is still at {spool}"
+                                if spool.exists() else "")
 
     def feed_once(self, state: FeedState | None = None) -> int:
         """Send what each model's fair share has room for; returns the lines sent."""
@@ -196,7 +200,7 @@ class Feeder:
         stored = self._store_bodies(keys=[self._keys.bodies, self._keys.outcomes, self._keys.meta],
                                     args=[part for entry in entries for part in entry])
         if stored is None:
-            raise lost_batch_error(self._batch_id, f", whose spool is still at {spool}")
+            raise self._lost()
         if stored:
             send_jobs(self._app, self._batch_id, [(str(custom_id), queue)
                                                   for custom_id in stored])
@@ -204,7 +208,7 @@ class Feeder:
         if not self._feed_cursor(keys=[self._keys.meta, self._keys.stats],
                                  args=[cursor.model, cursor.fed + len(entries), offset,
                                        len(entries)]):
-            raise lost_batch_error(self._batch_id, f", whose spool is still at {spool}")
+            raise self._lost()
         return len(entries)
 
     def _take_lock(self) -> None:

@@ -87,12 +87,13 @@ class Reconciler:
             self._client.delete(keys.suspects)
             return 0
         adrift = dict(self._adrift_lines(keys, messaged))
-        confirmed = [custom_id for custom_id, seen in zip(
-            adrift, self._client.smismember(keys.suspects, list(adrift)) if adrift else [],
-            strict=True) if seen]
+        seen_before = self._client.smismember(keys.suspects, list(adrift)) if adrift else []
+        confirmed = [custom_id for custom_id, seen in zip(adrift, seen_before, strict=True)
+                     if seen]
+        suspects = [custom_id for custom_id, seen in zip(adrift, seen_before, strict=True)
+                    if not seen]
         pipe = self._client.pipeline()
         pipe.delete(keys.suspects)
-        suspects = [custom_id for custom_id in adrift if custom_id not in set(confirmed)]
         if suspects:
             pipe.sadd(keys.suspects, *suspects)
             pipe.pexpire(keys.suspects, int(self._interval_s * SUSPECTS_TTL_INTERVALS * 1000))
@@ -105,14 +106,14 @@ class Reconciler:
                                                for custom_id in confirmed])
 
     def _adrift_lines(self, keys: BatchKeys, messaged: set[str]) -> Iterator[tuple[str, str]]:
-        """(custom_id, queue) of stored lines with no record, no lease and no message."""
-        candidates: list[tuple[str, str]] = []
-        for custom_id, raw_job in self._client.hscan_iter(keys.bodies, count=SCAN_COUNT):
-            if custom_id in messaged:
-                continue
-            model = self._config.models.get(_job_model(raw_job))
-            if model is not None:
-                candidates.append((str(custom_id), model.queue))
+        """(custom_id, queue) of stored lines with no record, no lease and no message.
+
+        A stored request is parsed (for its model's queue) only once the line is found adrift:
+        failed lines keep theirs for `corral retry`, and a sweep need not read them all.
+        """
+        candidates = [(str(custom_id), raw_job) for custom_id, raw_job
+                      in self._client.hscan_iter(keys.bodies, count=SCAN_COUNT)
+                      if custom_id not in messaged]
         for start in range(0, len(candidates), SCAN_COUNT):
             chunk = candidates[start:start + SCAN_COUNT]
             pipe = self._client.pipeline(transaction=False)
@@ -120,9 +121,13 @@ class Reconciler:
             for custom_id, _ in chunk:
                 pipe.exists(keys.lease(custom_id))
             records, *leases = pipe.execute()
-            for (custom_id, queue), record, leased in zip(chunk, records, leases, strict=True):
-                if record is None and not leased:
-                    yield custom_id, queue
+            for (custom_id, raw_job), record, leased in zip(chunk, records, leases,
+                                                            strict=True):
+                if record is not None or leased:
+                    continue
+                model = self._config.models.get(_job_model(raw_job))
+                if model is not None:
+                    yield custom_id, model.queue
 
     def run_forever(self) -> None:
         """Sweep every interval until `stop()`; errors are logged, never fatal."""
