@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CORRAL_", extra="ignore")
 
     redis_url: str = DEFAULT_REDIS_URL
+    # The record store (batches, lines, records, cost ledger): a SQLAlchemy URL,
+    # sqlite:///FILE or postgresql+psycopg://…; default a SQLite file in corral's data
+    # directory ($XDG_DATA_HOME/corral/corral.db).
+    store_url: str | None = None
     broker_url: str | None = None
     config: str | None = None
     # For rediss:// URLs (state and broker): the CA that signed the server's certificate (else

@@ -1,31 +1,28 @@
-"""The record store's interface: batches, input lines, write-once records, the cost ledger."""
+"""Records and ledger rows: the workers' group-committed writes, and reading them back."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, case, func, literal, select, update
 
 from corral.store.engine import upsert_insert
 from corral.store.schema import batches, ledger, lines, records
 
-LINES_PER_INSERT = 5_000
 RECORDS_PER_READ = 1_000
+OPEN_STATUSES = ("in_progress", "cancelling")
 
-
-@dataclass(frozen=True)
-class RecordRow:
-    """A line's terminal record (an OpenAI batch output line); `error_code` None: a result."""
-
-    batch_id: str
-    custom_id: str
-    record: dict[str, Any]
-    error_code: str | None = None
+# The message of a record a line gets without a call, when it ends in bulk (stored as NULL).
+BULK_MESSAGES = {
+    "batch_cancelled": "the batch was cancelled",
+    "batch_expired": "the batch's completion window ended before this line ran",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +43,31 @@ class LedgerRow:
     list_cost_usd: Decimal = Decimal(0)
     client_request_id: str = ""
     row: dict[str, Any] | None = None
+    lane: str = "live"
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """A line's terminal record (an OpenAI batch output line); `error_code` None: a result.
+
+    `line_no` is its input line (None: looked up from its stored line); `unsettled` are the
+    ledger rows of the line's calls nobody saw finish, written only with its first record.
+    """
+
+    batch_id: str
+    custom_id: str
+    record: dict[str, Any]
+    error_code: str | None = None
+    line_no: int | None = None
+    unsettled: Sequence[LedgerRow] = field(default=())
+
+
+def bulk_record(batch_id: str, custom_id: str, code: str) -> dict[str, Any]:
+    """The record of a line ended in bulk with `code` (its id derived, so every read of it
+    agrees)."""
+    digest = hashlib.blake2b(f"{batch_id}\0{custom_id}".encode(), digest_size=16).hexdigest()
+    return {"id": f"batch_req_{digest}", "custom_id": custom_id, "response": None,
+            "error": {"code": code, "message": BULK_MESSAGES.get(code, code)}}
 
 
 class RecordStore:
@@ -55,45 +77,15 @@ class RecordStore:
         self._engine = engine
         self._clock = clock
 
-    def create_batch(self, batch_id: str, *, total: int, completion_window: str,
-                     input_file: str = "", options: dict[str, Any] | None = None) -> None:
-        """A new batch, in progress, that expects `total` records."""
-        with self._engine.begin() as connection:
-            connection.execute(batches.insert().values(
-                id=batch_id, status="in_progress", input_file=input_file,
-                completion_window=completion_window, total=total, completed=0, failed=0,
-                created_at=int(self._clock()), options=json.dumps(options or {})))
-
-    def batch(self, batch_id: str) -> dict[str, Any] | None:
-        """The batch's row, or None."""
-        with self._engine.connect() as connection:
-            row = connection.execute(select(batches).where(batches.c.id == batch_id)).first()
-        return None if row is None else dict(row._mapping)
-
-    def add_lines(self, batch_id: str, accepted: Iterable[tuple[str, int, str, str]]) -> int:
-        """Store accepted lines, (custom_id, line number, model, stored job) each, in chunks of
-        one transaction each; returns how many."""
-        added = 0
-        chunk: list[dict[str, Any]] = []
-        with self._engine.begin() as connection:
-            for custom_id, line_no, model, job in accepted:
-                chunk.append({"batch_id": batch_id, "custom_id": custom_id,
-                              "line_no": line_no, "model": model, "job": job})
-                if len(chunk) == LINES_PER_INSERT:
-                    connection.execute(lines.insert(), chunk)
-                    added, chunk = added + len(chunk), []
-            if chunk:
-                connection.execute(lines.insert(), chunk)
-                added += len(chunk)
-        return added
-
     def write(self, new_records: Sequence[RecordRow],
               calls: Sequence[LedgerRow] = ()) -> list[bool]:
         """Write records and ledger rows in one transaction (a group commit); returns, per
         record, whether it was the line's first (a duplicate changes nothing).
 
-        Ledger rows are unique per (batch, custom_id, attempt): a billed row replaces an
-        unsettled one of the same call (its worker was only slow); otherwise the first stays.
+        A first record moves its batch's counts, writes the line's unsettled calls, and ends
+        the batch when it was the last line (see `finish_batches`). Ledger rows are unique
+        per (batch, custom_id, attempt): a billed row replaces an unsettled one of the same
+        call (its worker was only slow); otherwise the first stays.
         """
         written: list[bool] = []
         now = int(self._clock())
@@ -102,29 +94,38 @@ class RecordStore:
             insert_record = upsert_insert(self._engine, records).on_conflict_do_nothing(
                 index_elements=["batch_id", "custom_id"]).returning(records.c.seq)
             counts: dict[tuple[str, str], int] = {}
+            unsettled: list[LedgerRow] = []
             for row in new_records:
+                line_no: Any = row.line_no if row.line_no is not None else select(
+                    lines.c.line_no).where(lines.c.batch_id == row.batch_id,
+                                           lines.c.custom_id == row.custom_id
+                                           ).scalar_subquery()
                 result = connection.execute(insert_record.values(
-                    batch_id=row.batch_id, custom_id=row.custom_id, error_code=row.error_code,
+                    batch_id=row.batch_id, custom_id=row.custom_id, line_no=line_no,
+                    error_code=row.error_code,
                     record=json.dumps(row.record, separators=(",", ":")), written_at=now))
                 new = result.first() is not None
                 written.append(new)
                 if new:
                     column = "failed" if row.error_code else "completed"
                     counts[(row.batch_id, column)] = counts.get((row.batch_id, column), 0) + 1
+                    unsettled.extend(row.unsettled)
             for (batch_id, column), amount in sorted(counts.items()):
                 connection.execute(update(batches).where(batches.c.id == batch_id).values(
                     {column: batches.c[column] + amount}))
-            if calls:
-                self._write_calls(connection, calls)
+            if calls or unsettled:
+                self._write_calls(connection, [*unsettled, *calls], now)
+            finish_batches(connection, sorted({batch_id for batch_id, _ in counts}), now)
         return written
 
-    def _write_calls(self, connection: Any, calls: Sequence[LedgerRow]) -> None:
+    def _write_calls(self, connection: Any, calls: Sequence[LedgerRow], now: int) -> None:
         insert = upsert_insert(self._engine, ledger)
         settled_wins = insert.on_conflict_do_update(
             index_elements=["batch_id", "custom_id", "attempt"],
             set_={name: insert.excluded[name] for name in (
                 "model", "unsettled", "productive", "input_tokens", "cached_input_tokens",
-                "output_tokens", "cost_usd", "list_cost_usd", "client_request_id", "row")},
+                "output_tokens", "cost_usd", "list_cost_usd", "client_request_id", "lane",
+                "written_at", "row")},
             where=and_(ledger.c.unsettled, insert.excluded.unsettled.is_(False)))
         connection.execute(settled_wins, [
             {"batch_id": call.batch_id, "custom_id": call.custom_id, "attempt": call.attempt,
@@ -133,33 +134,85 @@ class RecordStore:
              "cached_input_tokens": call.cached_input_tokens,
              "output_tokens": call.output_tokens, "cost_usd": call.cost_usd,
              "list_cost_usd": call.list_cost_usd, "client_request_id": call.client_request_id,
+             "lane": call.lane, "written_at": now,
              "row": json.dumps(call.row or {}, separators=(",", ":"))} for call in calls])
 
-    def iter_records(self, batch_id: str) -> Iterator[dict[str, Any]]:
-        """The batch's records in completion order, a page at a time (keyset on seq)."""
-        after = 0
+    def iter_records(self, batch_id: str, *,
+                     input_order: bool = False) -> Iterator[dict[str, Any]]:
+        """The batch's records in completion order (or input order), a page at a time: keyset
+        paging, so memory stays flat however many there are."""
+        key = records.c.line_no if input_order else records.c.seq
+        after = -1
         while True:
             with self._engine.connect() as connection:
                 page = connection.execute(
-                    select(records.c.seq, records.c.record)
-                    .where(records.c.batch_id == batch_id, records.c.seq > after)
-                    .order_by(records.c.seq).limit(RECORDS_PER_READ)).all()
+                    select(key.label("key"), records.c.custom_id, records.c.error_code,
+                           records.c.record)
+                    .where(records.c.batch_id == batch_id, key > after)
+                    .order_by(key).limit(RECORDS_PER_READ)).all()
             if not page:
                 return
-            yield from (json.loads(row.record) for row in page)
-            after = page[-1].seq
+            for row in page:
+                yield json.loads(row.record) if row.record is not None else bulk_record(
+                    batch_id, row.custom_id, row.error_code)
+            after = page[-1].key
+
+    def has_records(self, batch_id: str, custom_ids: Sequence[str]) -> set[str]:
+        """Which of these lines have their record."""
+        with self._engine.connect() as connection:
+            return {str(custom_id) for custom_id in connection.execute(
+                select(records.c.custom_id).where(records.c.batch_id == batch_id,
+                                                  records.c.custom_id.in_(custom_ids))
+            ).scalars()}
 
     def ledger_rows(self, batch_id: str) -> Iterator[dict[str, Any]]:
         """The batch's ledger rows (billed and unsettled), as stored."""
         with self._engine.connect() as connection:
             for row in connection.execute(select(ledger.c.row, ledger.c.unsettled,
-                                                 ledger.c.productive)
+                                                 ledger.c.productive, ledger.c.lane)
                                           .where(ledger.c.batch_id == batch_id)):
                 yield {**json.loads(row.row), "unsettled": bool(row.unsettled),
-                       "productive": bool(row.productive)}
+                       "productive": bool(row.productive), "lane": row.lane}
+
+    def ledger_totals(self, batch_id: str) -> list[dict[str, Any]]:
+        """Billed calls summed in SQL per (model, productive): requests, tokens, cost."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(ledger.c.model, ledger.c.productive,
+                       func.count().label("requests"),
+                       func.sum(ledger.c.input_tokens).label("input_tokens"),
+                       func.sum(ledger.c.cached_input_tokens).label("cached_input_tokens"),
+                       func.sum(ledger.c.output_tokens).label("output_tokens"),
+                       func.sum(ledger.c.cost_usd).label("cost_usd"),
+                       func.sum(ledger.c.list_cost_usd).label("list_cost_usd"))
+                .where(ledger.c.batch_id == batch_id, ledger.c.unsettled.is_(False))
+                .group_by(ledger.c.model, ledger.c.productive)).all()
+        return [dict(row._mapping) for row in rows]
+
+    def unsettled_rows(self, batch_id: str) -> list[dict[str, Any]]:
+        """The batch's unsettled calls (few: killed workers, timeouts), as stored."""
+        with self._engine.connect() as connection:
+            return [{**json.loads(row.row), "unsettled": True} for row in connection.execute(
+                select(ledger.c.row).where(ledger.c.batch_id == batch_id,
+                                           ledger.c.unsettled.is_(True)))]
 
     def count_records(self, batch_id: str) -> int:
         """How many lines of the batch have their record."""
         with self._engine.connect() as connection:
             return int(connection.execute(select(func.count()).select_from(records)
                                           .where(records.c.batch_id == batch_id)).scalar_one())
+
+
+def finish_batches(connection: Any, batch_ids: Sequence[str], now: int) -> None:
+    """End each open batch whose every line has its record: as its end_status (completed,
+    cancelled, expired), or failed when it was to complete and no line succeeded."""
+    if not batch_ids:
+        return
+    connection.execute(
+        update(batches)
+        .where(batches.c.id.in_(batch_ids), batches.c.status.in_(OPEN_STATUSES),
+               batches.c.completed + batches.c.failed >= batches.c.total)
+        .values(status=case((and_(batches.c.end_status == "completed",
+                                  batches.c.completed == 0), literal("failed")),
+                            else_=batches.c.end_status),
+                ended_at=now))

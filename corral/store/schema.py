@@ -28,14 +28,24 @@ batches = Table(
     "batches", metadata,
     Column("id", String(64), primary_key=True),
     Column("status", String(16), nullable=False),
+    # What the batch ends as when its last line lands: completed (failed if no line
+    # succeeded), or cancelled / expired once a cancel or its window set it.
+    Column("end_status", String(16), nullable=False, default="completed"),
     Column("input_file", Text, nullable=False, default=""),
     Column("completion_window", String(16), nullable=False),
     Column("total", Integer, nullable=False),
     Column("completed", Integer, nullable=False, default=0),
     Column("failed", Integer, nullable=False, default=0),
     Column("created_at", BigInteger, nullable=False),  # seconds, as OpenAI's Batch object
-    Column("ended_at", BigInteger),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("cancelling_at", BigInteger),
+    Column("ended_at", BigInteger),  # finalizing_at and <status>_at
+    Column("last_error", Text),  # JSON {code, message}: why the batch fails fast
+    # How many times Redis's part of the batch was rebuilt from here (its data lost): call
+    # numbers of each rebuild start past the last one's, so no two calls share a ledger key.
+    Column("rebuilds", Integer, nullable=False, default=0),
     Column("options", Text, nullable=False, default="{}"),  # JSON: models, caps, config source
+    Index("ix_batches_status", "status"),
 )
 
 # The accepted input lines, in input order: what a feeder on any host sends.
@@ -47,6 +57,7 @@ lines = Table(
     Column("model", String(200), nullable=False),
     Column("job", Text, nullable=False),  # the stored job (corral/stored_job.py)
     UniqueConstraint("batch_id", "line_no"),
+    Index("ix_lines_batch_id_model_line_no", "batch_id", "model", "line_no"),  # feeding
 )
 
 # One terminal record per line, written once; `seq` gives completion order.
@@ -56,11 +67,15 @@ records = Table(
            autoincrement=True),
     Column("batch_id", String(64), nullable=False),
     Column("custom_id", ID, nullable=False),
+    Column("line_no", Integer, nullable=False),  # its input line: `results --order input`
     Column("error_code", String(64)),  # None for a result
-    Column("record", Text, nullable=False),  # the OpenAI batch output line (JSON)
+    # The OpenAI batch output line (JSON); NULL for a line ended in bulk without a call
+    # (batch_cancelled, batch_expired), whose record is made from its code when read.
+    Column("record", Text),
     Column("written_at", BigInteger, nullable=False),
     UniqueConstraint("batch_id", "custom_id"),
     Index("ix_records_batch_id_seq", "batch_id", "seq"),  # a batch's completion order
+    Index("ix_records_batch_id_line_no", "batch_id", "line_no"),  # its input order
 )
 
 # One row per provider call, billed or unsettled; a settled row replaces an unsettled one.
@@ -78,6 +93,8 @@ ledger = Table(
     Column("cost_usd", MONEY, nullable=False),  # an unsettled row: 0 (its bound is in `row`)
     Column("list_cost_usd", MONEY, nullable=False),
     Column("client_request_id", String(64), nullable=False, default=""),
+    Column("lane", String(16), nullable=False, default="live"),  # live, or a provider batch
+    Column("written_at", BigInteger, nullable=False),
     Column("row", Text, nullable=False),  # the whole ledger row (JSON)
 )
 

@@ -1,0 +1,189 @@
+"""Batch rows: read, list, and every change of a batch's state done in one SQL statement or
+transaction (cancel, expiry, retry, delete, retention), however many lines it has."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, exists, func, insert, literal, or_, select, update
+
+from corral.store.records import OPEN_STATUSES, finish_batches
+from corral.store.schema import batches, ledger, lines, records, retry_history
+
+ALL_TABLES = (records, ledger, lines, retry_history)
+
+
+@dataclass(frozen=True)
+class ReopenedLine:
+    """A failed line taken back for `corral retry`: its stored job, and its last call number
+    (so its next calls are numbered past it)."""
+
+    custom_id: str
+    model: str
+    job: str
+    last_call: int
+
+
+class BatchRows:
+    """The batches table and the batch-wide statements on the others."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def get(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch's row, or None."""
+        with self._engine.connect() as connection:
+            row = connection.execute(select(batches).where(batches.c.id == batch_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def newest(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest batches first."""
+        with self._engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(
+                select(batches).order_by(batches.c.created_at.desc(), batches.c.id.desc())
+                .limit(limit))]
+
+    def open_ids(self) -> list[str]:
+        """Batches whose lines still run (in progress or cancelling)."""
+        with self._engine.connect() as connection:
+            return [str(batch_id) for batch_id in connection.execute(
+                select(batches.c.id).where(batches.c.status.in_(OPEN_STATUSES))).scalars()]
+
+    def cancel(self, batch_id: str) -> bool:
+        """Mark an open batch cancelling (it ends as cancelled); False when it was not open."""
+        now = int(self._clock())
+        with self._engine.begin() as connection:
+            changed = connection.execute(
+                update(batches).where(batches.c.id == batch_id,
+                                      batches.c.status.in_(OPEN_STATUSES))
+                .values(status="cancelling", end_status="cancelled", cancelling_at=now)).rowcount
+        return bool(changed)
+
+    def expire(self, batch_id: str) -> bool:
+        """Mark an in-progress batch past its window to end as expired; False otherwise."""
+        with self._engine.begin() as connection:
+            changed = connection.execute(
+                update(batches).where(batches.c.id == batch_id,
+                                      batches.c.status == "in_progress",
+                                      batches.c.expires_at <= int(self._clock()))
+                .values(end_status="expired")).rowcount
+        return bool(changed)
+
+    def set_last_error(self, batch_id: str, error: dict[str, str]) -> None:
+        """Why the batch fails fast (a refused key, no quota): shown by `status`."""
+        with self._engine.begin() as connection:
+            connection.execute(update(batches).where(batches.c.id == batch_id)
+                               .values(last_error=json.dumps(error)))
+
+    def end_unfed(self, batch_id: str, code: str, fed_through: dict[str, int]) -> int:
+        """Give every line past its model's feed cursor (line numbers up to `fed_through`
+        were sent) that has no record a `code` record, in one statement; returns how many.
+
+        The records are stored without text (see `corral.store.records.bulk_record`).
+        """
+        now = int(self._clock())
+        sent = [and_(lines.c.model == model, lines.c.line_no <= line_no)
+                for model, line_no in fed_through.items()]
+        unfed = select(lines.c.batch_id, lines.c.custom_id, lines.c.line_no,
+                       literal(code).label("error_code"), literal(now).label("written_at")
+                       ).where(lines.c.batch_id == batch_id,
+                               ~exists().where(records.c.batch_id == lines.c.batch_id,
+                                               records.c.custom_id == lines.c.custom_id))
+        if sent:
+            unfed = unfed.where(~or_(*sent))
+        with self._engine.begin() as connection:
+            ended = connection.execute(insert(records).from_select(
+                ["batch_id", "custom_id", "line_no", "error_code", "written_at"],
+                unfed.order_by(lines.c.line_no))).rowcount
+            if ended:
+                connection.execute(update(batches).where(batches.c.id == batch_id)
+                                   .values(failed=batches.c.failed + ended))
+                finish_batches(connection, [batch_id], now)
+        return int(ended or 0)
+
+    def reopen(self, batch_id: str, codes: set[str] | None = None) -> tuple[
+            list[ReopenedLine], int]:
+        """Take back the failed records (with these codes, default all) of lines that can run
+        again, into the retry history, and reopen the batch; returns those lines and how many
+        failed lines have no stored request (refused at submit) and keep their record."""
+        now = int(self._clock())
+        with self._engine.begin() as connection:
+            found = self._failed_lines(connection, batch_id, codes)
+            reopened = [line for line in found if line is not None]
+            not_stored = sum(1 for line in found if line is None)
+            if reopened:
+                ids = [line.custom_id for line in reopened]
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start:start + 500]
+                    connection.execute(insert(retry_history).from_select(
+                        ["batch_id", "custom_id", "record", "replaced_at"],
+                        select(records.c.batch_id, records.c.custom_id,
+                               func.coalesce(records.c.record, records.c.error_code),
+                               literal(now))
+                        .where(records.c.batch_id == batch_id,
+                               records.c.custom_id.in_(chunk))))
+                    connection.execute(delete(records).where(records.c.batch_id == batch_id,
+                                                             records.c.custom_id.in_(chunk)))
+                connection.execute(
+                    update(batches).where(batches.c.id == batch_id)
+                    .values(failed=batches.c.failed - len(reopened), status="in_progress",
+                            end_status="completed", ended_at=None, cancelling_at=None))
+        return reopened, not_stored
+
+    def _failed_lines(self, connection: Any, batch_id: str,
+                      codes: set[str] | None) -> list[ReopenedLine | None]:
+        """Failed lines with these codes: each stored line, or None for one refused at
+        submit (no stored request)."""
+        last_call = select(func.coalesce(func.max(ledger.c.attempt), 0)).where(
+            ledger.c.batch_id == batch_id, ledger.c.custom_id == records.c.custom_id
+        ).scalar_subquery()
+        query = (select(records.c.custom_id, lines.c.model, lines.c.job,
+                        last_call.label("last_call"))
+                 .select_from(records.outerjoin(lines, and_(
+                     lines.c.batch_id == records.c.batch_id,
+                     lines.c.custom_id == records.c.custom_id)))
+                 .where(records.c.batch_id == batch_id, records.c.error_code.is_not(None)))
+        if codes is not None:
+            query = query.where(records.c.error_code.in_(codes))
+        return [None if row.job is None else ReopenedLine(row.custom_id, row.model, row.job,
+                                                          int(row.last_call))
+                for row in connection.execute(query)]
+
+    def delete(self, batch_id: str) -> bool:
+        """Remove the batch and everything of it; False when there was no such batch."""
+        with self._engine.begin() as connection:
+            for table in ALL_TABLES:
+                connection.execute(delete(table).where(table.c.batch_id == batch_id))
+            return bool(connection.execute(delete(batches).where(
+                batches.c.id == batch_id)).rowcount)
+
+    def ended_before(self, when: int) -> list[str]:
+        """Batches that ended before `when` (seconds): what retention removes."""
+        with self._engine.connect() as connection:
+            return [str(batch_id) for batch_id in connection.execute(
+                select(batches.c.id).where(batches.c.ended_at < when)).scalars()]
+
+    def rebuilt(self, batch_id: str) -> int:
+        """Count one more rebuild of the batch's Redis state; returns the new count."""
+        with self._engine.begin() as connection:
+            connection.execute(update(batches).where(batches.c.id == batch_id)
+                               .values(rebuilds=batches.c.rebuilds + 1))
+            return int(connection.execute(select(batches.c.rebuilds).where(
+                batches.c.id == batch_id)).scalar_one())
+
+    def lines_by_model(self, batch_id: str) -> Iterator[tuple[str, int, int]]:
+        """(model, lines, lines with a record) for each model of the batch."""
+        ended = func.count(records.c.seq)
+        with self._engine.connect() as connection:
+            for row in connection.execute(
+                    select(lines.c.model, func.count().label("lines"), ended.label("ended"))
+                    .select_from(lines.outerjoin(records, and_(
+                        records.c.batch_id == lines.c.batch_id,
+                        records.c.custom_id == lines.c.custom_id)))
+                    .where(lines.c.batch_id == batch_id).group_by(lines.c.model)):
+                yield str(row.model), int(row.lines), int(row.ended)
