@@ -1,47 +1,50 @@
-"""Group commit: script calls that task slots make during a round trip to Redis share the next."""
+"""Group commit: requests that task slots make during a round trip (to Redis, or to the
+record store) share the next one."""
 
 from __future__ import annotations
 
 import copy
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 
 from corral.lua_scripts import ScriptCall, ScriptPipeline
 
+Request = TypeVar("Request")
+Answer = TypeVar("Answer")
 
-class _Caller:
-    """One caller's calls, and what became of them."""
+
+class _Caller(Generic[Request, Answer]):
+    """One caller's requests, and what became of them."""
 
     __slots__ = ("calls", "error", "leads", "ready", "results")
 
-    def __init__(self, calls: Sequence[ScriptCall]) -> None:
+    def __init__(self, calls: Sequence[Request]) -> None:
         self.calls = calls
-        self.results: list[Any] = []
+        self.results: list[Answer] = []
         self.error: BaseException | None = None
         self.leads = False
         self.ready = threading.Event()
 
 
-class GroupCommit:
-    """Sends each caller's script calls in one round trip, shared with the calls of the callers
+class Grouped(Generic[Request, Answer]):
+    """Sends each caller's requests in one round trip, shared with the requests of the callers
     that came while the previous round trip was in flight (as databases group their commits).
 
-    A caller that finds no round trip in flight sends its calls at once: a lone caller (a
-    prefork or solo worker, the CLI) waits for no one. Callers that come meanwhile queue theirs;
-    when the round trip returns, the first of them sends the whole queue as one pipeline. Every
-    caller gets the results of its own calls, in order, or the first error among them; a round
-    trip that fails (Redis gone after redis-py's retries) fails each caller in it, which then
-    handles the error as it would have alone. Thread-safe, and greenlet-safe under gevent's
-    monkey-patching (its threading primitives yield to the hub).
+    A caller that finds no round trip in flight sends its requests at once: a lone caller (a
+    prefork or solo worker, the CLI) waits for no one. Callers that come meanwhile queue
+    theirs; when the round trip returns, the first of them sends the whole queue as one. Every
+    caller gets the answers to its own requests, in order, or the first error among them; a
+    round trip that fails fails each caller in it, which then handles the error as it would
+    have alone. Thread-safe, and greenlet-safe under gevent's monkey-patching (its threading
+    primitives yield to the hub). Subclasses say how a group is sent (`_send_all`).
     """
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queued: list[_Caller] = []
+        self._queued: list[_Caller[Request, Answer]] = []
         self._in_flight = False
         self.round_trips = 0  # sent so far
 
@@ -50,13 +53,13 @@ class GroupCommit:
         """Callers queued for the next round trip."""
         return len(self._queued)
 
-    def run(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        """Send `calls` (with whatever else is queued) and return their results in order.
+    def run(self, calls: Sequence[Request]) -> list[Answer]:
+        """Send `calls` (with whatever else is queued) and return their answers in order.
 
         Raises:
-            redis.RedisError: the first error among `calls`, or the round trip's.
+            Exception: the first error among `calls`' answers, or the round trip's.
         """
-        caller = _Caller(calls)
+        caller: _Caller[Request, Answer] = _Caller(calls)
         with self._lock:
             self._queued.append(caller)
             caller.leads = not self._in_flight
@@ -69,26 +72,30 @@ class GroupCommit:
             raise caller.error
         return caller.results
 
-    def _send(self, leader: _Caller) -> None:
+    def _send_all(self, requests: list[Request]) -> list[Answer]:
+        """Send one group's requests in one round trip; an answer may be an exception."""
+        raise NotImplementedError
+
+    def _shared_failure(self, err: BaseException) -> BaseException:
+        """What each other caller of a failed round trip raises."""
+        return err
+
+    def _send(self, leader: _Caller[Request, Answer]) -> None:
         with self._lock:
             group, self._queued = self._queued, []
             self.round_trips += 1
         try:
-            pipe = ScriptPipeline(self._client)
-            for caller in group:
-                for script, keys, args in caller.calls:
-                    pipe.call(script, keys, args)
-            results = pipe.execute()
+            results = self._send_all([call for caller in group for call in caller.calls])
             start = 0
             for caller in group:
                 caller.results = results[start:start + len(caller.calls)]
                 start += len(caller.calls)
-                caller.error = next(
-                    (result for result in caller.results if isinstance(result, Exception)), None)
+                caller.error = next((result for result in caller.results
+                                     if isinstance(result, BaseException)), None)
         except BaseException as err:
             for caller in group:
                 if caller is not leader and not caller.results:
-                    caller.error = _shared_failure(err)
+                    caller.error = self._shared_failure(err)
             raise
         finally:
             with self._lock:
@@ -99,6 +106,24 @@ class GroupCommit:
                     self._in_flight = False
             for caller in group:
                 caller.ready.set()
+
+
+class GroupCommit(Grouped[ScriptCall, Any]):
+    """Script calls to Redis, grouped: task slots that call during a round trip share the next
+    one (one pipeline)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__()
+        self._client = client
+
+    def _send_all(self, requests: list[ScriptCall]) -> list[Any]:
+        pipe = ScriptPipeline(self._client)
+        for script, keys, args in requests:
+            pipe.call(script, keys, args)
+        return pipe.execute()
+
+    def _shared_failure(self, err: BaseException) -> BaseException:
+        return _shared_failure(err)
 
 
 def _shared_failure(err: BaseException) -> BaseException:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -50,8 +50,10 @@ class LedgerRow:
 class RecordRow:
     """A line's terminal record (an OpenAI batch output line); `error_code` None: a result.
 
-    `line_no` is its input line (None: looked up from its stored line); `unsettled` are the
-    ledger rows of the line's calls nobody saw finish, written only with its first record.
+    `line_no` is its input line (None: looked up from its stored line); `call` is the billed
+    call that produced it, written either way, productive only when this record is the line's
+    first result; `unsettled` are the ledger rows of the line's calls nobody saw finish,
+    written only with its first record.
     """
 
     batch_id: str
@@ -59,6 +61,7 @@ class RecordRow:
     record: dict[str, Any]
     error_code: str | None = None
     line_no: int | None = None
+    call: LedgerRow | None = None
     unsettled: Sequence[LedgerRow] = field(default=())
 
 
@@ -94,7 +97,7 @@ class RecordStore:
             insert_record = upsert_insert(self._engine, records).on_conflict_do_nothing(
                 index_elements=["batch_id", "custom_id"]).returning(records.c.seq)
             counts: dict[tuple[str, str], int] = {}
-            unsettled: list[LedgerRow] = []
+            billed: list[LedgerRow] = []
             for row in new_records:
                 line_no: Any = row.line_no if row.line_no is not None else select(
                     lines.c.line_no).where(lines.c.batch_id == row.batch_id,
@@ -106,15 +109,17 @@ class RecordStore:
                     record=json.dumps(row.record, separators=(",", ":")), written_at=now))
                 new = result.first() is not None
                 written.append(new)
+                if row.call is not None:
+                    billed.append(replace(row.call, productive=new and row.error_code is None))
                 if new:
                     column = "failed" if row.error_code else "completed"
                     counts[(row.batch_id, column)] = counts.get((row.batch_id, column), 0) + 1
-                    unsettled.extend(row.unsettled)
+                    billed.extend(row.unsettled)
             for (batch_id, column), amount in sorted(counts.items()):
                 connection.execute(update(batches).where(batches.c.id == batch_id).values(
                     {column: batches.c[column] + amount}))
-            if calls or unsettled:
-                self._write_calls(connection, [*unsettled, *calls], now)
+            if calls or billed:
+                self._write_calls(connection, [*billed, *calls], now)
             finish_batches(connection, sorted({batch_id for batch_id, _ in counts}), now)
         return written
 
