@@ -4,7 +4,6 @@
     ├── ConfigError                 bad corral.toml or settings: fix the config (exit 2)
     ├── RedisUnavailableError       Redis cannot be reached (exit 3)
     ├── BatchNotFoundError          no such batch (exit 4)
-    │   └── BatchLostError          Redis lost the batch's data, wholly or in part (exit 4)
     └── ProviderError               one provider call went wrong
         ├── RetryableError          try again later: 408, 409, 429 rate limits, 5xx, timeouts
         │   ├── RateLimitedError    429 rate_limit_exceeded (carries retry_after_s)
@@ -40,11 +39,6 @@ class RedisUnavailableError(CorralError):
 
 class BatchNotFoundError(CorralError):
     """No batch with that id exists (or it has expired)."""
-
-
-class BatchLostError(BatchNotFoundError):
-    """The batch existed, but Redis lost its data (a restart without persistence, a flush):
-    what is left, if anything, cannot be trusted."""
 
 
 class ProviderError(CorralError):

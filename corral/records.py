@@ -1,4 +1,4 @@
-"""Terminal records (OpenAI batch output lines) and their write-once store in Redis."""
+"""Terminal records (OpenAI batch output lines), and how a line's end is filed."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import redis
 from corral import lua_scripts
 from corral.group_commit import GroupCommit
 from corral.redis_keys import FLEET_STATS, BatchKeys
+from corral.store.records import LedgerRow, RecordRow
+from corral.store.writer import StoreWriter
 
 
 def new_record_id() -> str:
@@ -43,10 +45,9 @@ def error_record(custom_id: str, *, code: str, message: str,
 
 
 class Written(enum.IntEnum):
-    """What `OutcomeStore.record` did."""
+    """What `LineEnds.end` did."""
 
-    GONE = -2  # not written: the batch is gone (deleted, expired, or lost with Redis's data)
-    STARTED = -1  # not written: the line has started (only_unstarted)
+    GONE = -2  # not written: the batch is gone (deleted, or lost with Redis's data)
     DUPLICATE = 0  # not written: the line already had its record
     NEW = 1  # written: this is the line's terminal record
 
@@ -54,53 +55,89 @@ class Written(enum.IntEnum):
 DEFAULT_RETENTION_S = 7 * 24 * 3600
 
 
-class OutcomeStore:
-    """Writes each line's terminal record exactly once, and every billed call to the ledger."""
+class LineEnds:
+    """Ends lines: each record is committed to the record store (write-once, with its call's
+    ledger row and the calls nobody saw finish), and only then does Redis drop what it held
+    for the line in flight and move the live counters.
 
-    def __init__(self, client: redis.Redis, *, retention_s: int = DEFAULT_RETENTION_S) -> None:
+    Three group-committed round trips per end, each shared with the other task slots': read
+    the line's marks (Redis), write (store), drop (Redis). A process that dies between the
+    last two leaves the line's request in Redis: a redelivery runs it again, and the store
+    keeps the first record (the second call is in the ledger, unproductive).
+    """
+
+    def __init__(self, client: redis.Redis, writer: StoreWriter, *,
+                 retention_s: int = DEFAULT_RETENTION_S) -> None:
         self._retention_s = retention_s
-        # Records share round trips with each other and with whatever else of the process
-        # runs through this group (a worker's line starts).
+        self._writer = writer
+        # Ends share round trips with each other and with whatever else of the process runs
+        # through this group (a worker's line starts).
         self.group_commit = GroupCommit(client)
-        self._record_outcome = lua_scripts.register(client, "record_outcome")
+        self._line_marks = lua_scripts.register(client, "line_marks")
+        self._end_line = lua_scripts.register(client, "end_line")
 
-    def record(self, batch_id: str, record: dict[str, Any], *,
-               ledger_entry: dict[str, Any] | None = None,
-               only_unstarted: bool = False, settled_call: str = "", model: str = "",
-               call_counts: dict[str, int] | None = None,
-               meta_fields: dict[str, str] | None = None,
-               along: Callable[[lua_scripts.ScriptCalls], None] | None = None) -> Written:
-        """Store `record` unless the line already has one; log `ledger_entry` either way.
+    def end(self, batch_id: str, record: dict[str, Any], *, line_no: int | None = None,
+            call: LedgerRow | None = None, settled_call: str = "", model: str = "",
+            call_counts: dict[str, int] | None = None,
+            meta_fields: dict[str, str] | None = None,
+            along: Callable[[lua_scripts.ScriptCalls], None] | None = None) -> Written:
+        """Store `record` unless the line already has one; log `call` either way.
 
         Args:
             batch_id: the batch.
             record: the terminal record; its `error` decides completed or failed.
-            ledger_entry: the cost record of the call that produced it, if it was billed.
-            only_unstarted: write only if no attempt of the line was ever started (so a
-                cancel or an expiry never races a worker already calling the provider).
+            line_no: its input line, when known (else the store looks it up).
+            call: the ledger row of the billed call that produced it, if there was one.
             settled_call: the `inflight` field of the call whose outcome this is known to be.
             model: the model whose live counters (corral/stats.py) the record moves.
             call_counts: what the call behind the record adds to them (`CallStats`).
-            meta_fields: fields to set on the batch's meta in the same step (its end_status,
-                its last_error), only while the batch exists.
-            along: queues more commands to send in the same round trip, before the record.
+            meta_fields: fields to set on the batch's meta in Redis (its end_status, its
+                last_error).
+            along: queues more commands to send with Redis's part, before it.
         """
         keys = BatchKeys(batch_id)
         custom_id = record["custom_id"]
         error = record.get("error")
-        counter = "failed" if error else "completed"
-        entry = json.dumps(ledger_entry, separators=(",", ":")) if ledger_entry else ""
-        counts = json.dumps(call_counts, separators=(",", ":")) if call_counts else ""
-        script_keys = [
-            keys.outcomes, keys.done, keys.meta, keys.ledger, keys.seq, keys.attempts,
-            keys.lease(custom_id), keys.inflight, keys.stats, FLEET_STATS, keys.bodies,
-            *keys.all()]
-        args = [custom_id, json.dumps(record, separators=(",", ":")), counter, entry,
-                self._retention_s, "1" if only_unstarted else "", settled_call, model, counts,
-                error["code"] if error else "",
-                json.dumps(meta_fields, separators=(",", ":")) if meta_fields else ""]
+        marks = self.group_commit.run([(self._line_marks,
+                                        [keys.meta, keys.attempts, keys.inflight],
+                                        [custom_id])])[0]
+        unsettled = [unsettled_row(batch_id, custom_id, int(number), mark)
+                     for number, mark in zip(marks[::2], marks[1::2], strict=True)
+                     if keys.call_id(custom_id, int(number)) != settled_call]
+        first = self._writer.write([RecordRow(
+            batch_id, custom_id, record, error["code"] if error else None, line_no, call,
+            unsettled)])[0]
+        if first is None:
+            return Written.GONE
+        settled = [keys.call_id(custom_id, row.attempt) for row in unsettled]
+        if settled_call:
+            settled.append(settled_call)
+        script_keys = [keys.meta, keys.attempts, keys.reruns, keys.lease(custom_id),
+                       keys.inflight, keys.bodies, keys.stats, FLEET_STATS, *keys.all()]
+        args = ["1" if first else "0", "failed" if error else "completed", self._retention_s,
+                _compact(settled) if settled else "", model,
+                _compact(call_counts) if call_counts else "", error["code"] if error else "",
+                _compact(meta_fields) if meta_fields else ""]
         calls = lua_scripts.ScriptCalls()
         if along is not None:
             along(calls)
-        calls.call(self._record_outcome, script_keys, args)
-        return Written(int(self.group_commit.run(calls.calls)[-1]))
+        calls.call(self._end_line, script_keys, [custom_id, *args])
+        # Redis's part of the batch may be gone (lost with its data): the store has the
+        # record, and a rebuild recounts from it, so this end stands either way.
+        self.group_commit.run(calls.calls)
+        return Written.NEW if first else Written.DUPLICATE
+
+
+def unsettled_row(batch_id: str, custom_id: str, attempt: int, mark: str) -> LedgerRow:
+    """The ledger row of a call nobody saw finish, from its mark: priced 0 to its bounds."""
+    row = json.loads(mark)
+    if not isinstance(row, dict):  # a mark from before marks carried their bounds
+        row = {"started_s": row}
+    row.update(custom_id=custom_id, attempt=attempt, unsettled=True, productive=False)
+    return LedgerRow(batch_id, custom_id, attempt, str(row.get("model") or ""),
+                     unsettled=True, productive=False,
+                     client_request_id=str(row.get("client_request_id") or ""), row=row)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -41,33 +41,9 @@ class BatchKeys:
 
     @property
     def bodies(self) -> str:
-        """Hash: custom_id → the routed request (JSON), read by the worker that runs it."""
+        """Hash: custom_id → the routed request (JSON) of a line in flight, read by the worker
+        that runs it; dropped when the line has its record (in the record store)."""
         return f"{self._base}:bodies"
-
-    @property
-    def order(self) -> str:
-        """List: accepted custom_ids in input order."""
-        return f"{self._base}:order"
-
-    @property
-    def outcomes(self) -> str:
-        """Hash: custom_id → its one terminal record (result or error), written once."""
-        return f"{self._base}:outcomes"
-
-    @property
-    def done(self) -> str:
-        """List: custom_ids in the order their terminal records were written."""
-        return f"{self._base}:done"
-
-    @property
-    def ledger(self) -> str:
-        """List: one cost record per billed provider call, duplicates included."""
-        return f"{self._base}:ledger"
-
-    @property
-    def seq(self) -> str:
-        """Hash: custom_id → its position in `done` (a retried line's newest position)."""
-        return f"{self._base}:seq"
 
     @property
     def attempts(self) -> str:
@@ -96,11 +72,6 @@ class BatchKeys:
         """Hash: `<model>|<counter>` → live counts for `status --watch` (corral/stats.py)."""
         return f"{self._base}:stats"
 
-    @property
-    def history(self) -> str:
-        """List: terminal records replaced by `corral retry`, oldest first."""
-        return f"{self._base}:history"
-
     @staticmethod
     def call_id(custom_id: str, call: int) -> str:
         """The `inflight` field of one call of a line."""
@@ -128,6 +99,5 @@ class BatchKeys:
 
     def all(self) -> tuple[str, ...]:
         """Every long-lived key of the batch (leases expire by themselves)."""
-        return (self.meta, self.bodies, self.order, self.outcomes, self.done, self.ledger,
-                self.seq, self.attempts, self.reruns, self.inflight, self.history, self.stats,
+        return (self.meta, self.bodies, self.attempts, self.reruns, self.inflight, self.stats,
                 self.suspects)

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # sqlite:///FILE or postgresql+psycopg://…; default a SQLite file in corral's data
     # directory ($XDG_DATA_HOME/corral/corral.db).
     store_url: str | None = None
+    # How long a worker keeps retrying a record's write while the store is down (a restart)
+    # before it gives the job back unacked.
+    store_write_deadline_s: float = Field(default=120.0, gt=0)
     broker_url: str | None = None
     config: str | None = None
     # For rediss:// URLs (state and broker): the CA that signed the server's certificate (else
@@ -78,11 +81,10 @@ class Settings(BaseSettings):
     rate_period_s: float = 60.0
     max_capacity_wait_s: float = 300.0
     # Lines of one model in the system at once (queued, running or waiting to retry), shared
-    # fairly by the batches feeding it; the rest wait in the submitting machine's spool.
+    # fairly by the batches feeding it; the rest wait in the record store.
     queue_depth: int = Field(default=5000, ge=1)
-    # Where `submit` spools accepted lines until the feeder sends them (default: the XDG
-    # state directory, ~/.local/state/corral/spool).
-    spool_dir: str | None = None
+    # How often each worker looks for open batches nobody is feeding (workers/feeding.py).
+    feed_look_s: float = Field(default=2.0, gt=0)
 
     @property
     def job_s(self) -> float:

@@ -23,3 +23,8 @@ def stored_job(*, tokens: int, model: str, default_max_tokens: int, body: dict[s
            "output_max": requested_output_tokens(body, default_max_tokens), "line": line,
            "route": route, "body": body}
     return json.dumps(job, separators=(",", ":"))
+
+
+def job_model(raw_job: str) -> str:
+    """The configured model a stored job is routed to."""
+    return str(json.loads(raw_job).get("model", ""))

@@ -1,17 +1,18 @@
-"""Batch objects in Redis: create one, read it back in OpenAI's shape, list them."""
+"""Batch objects: read from the record store in OpenAI's shape, listed."""
 
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from decimal import Decimal
 from typing import Any
 
 import redis
 
-from corral.errors import BatchLostError, BatchNotFoundError
-from corral.redis_keys import BATCH_INDEX, BatchKeys
+from corral.errors import BatchNotFoundError
+from corral.redis_client import redact_url
+from corral.redis_keys import BatchKeys
+from corral.store import Store
 from producer.durations import parse_duration_s
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -25,93 +26,68 @@ def new_batch_id() -> str:
     return f"batch_{uuid.uuid4().hex}"
 
 
-def create_batch(client: redis.Redis, *, total: int, models: list[str], input_file: str,
-                 completion_window: str = COMPLETION_WINDOW_DEFAULT,
-                 config_source: str = "", max_cost_usd: Decimal | None = None,
-                 batch_id: str | None = None, extra: dict[str, str | int] | None = None) -> str:
-    """Store a new batch, in progress, that expects `total` terminal records."""
-    batch_id = batch_id or new_batch_id()
-    created_at, _ = client.time()  # the Redis clock, which the workers' checks also use
-    meta: dict[str, str | int] = {
-        "id": batch_id, "status": "in_progress", "end_status": "completed",
-        "created_at": created_at, "in_progress_at": created_at,
-        "expires_at": created_at + int(parse_duration_s(completion_window)),
-        "completion_window": completion_window, "total": total, "completed": 0, "failed": 0,
-        "enqueued": 0, "models": json.dumps(models), "input_file": input_file,
-        "config_source": config_source}
-    if max_cost_usd is not None:
-        meta["max_cost_nusd"] = math.floor(max_cost_usd * 10**9)
-        meta["max_cost_usd"] = format(max_cost_usd, "f")
-    meta.update(extra or {})
-    pipe = client.pipeline()
-    pipe.hset(BatchKeys(batch_id).meta, mapping=meta)  # type: ignore[arg-type]
-    pipe.zadd(BATCH_INDEX, {batch_id: created_at})
-    pipe.execute()
-    return batch_id
+def batch_options(models: list[str], config_source: str,
+                  max_cost_usd: Decimal | None) -> dict[str, Any]:
+    """What a batch's store row keeps in `options`."""
+    return {"models": models, "config_source": config_source,
+            "max_cost_usd": None if max_cost_usd is None else format(max_cost_usd, "f")}
 
 
-def read_batch(client: redis.Redis, batch_id: str) -> dict[str, Any]:
-    """The batch object (DESIGN §3) for `batch_id`.
+def expires_at(created_at: int, completion_window: str) -> int:
+    """When a batch created at `created_at` (s) runs out of its window."""
+    return created_at + int(parse_duration_s(completion_window))
+
+
+def read_batch(store: Store, batch_id: str, client: redis.Redis | None = None) -> dict[str, Any]:
+    """The batch object (DESIGN §3) for `batch_id`, from the record store; with `client`, its
+    spend so far from Redis's live counters.
 
     Raises:
         BatchNotFoundError: no such batch.
-        BatchLostError: only part of it is left (Redis lost its data while lines ran).
     """
-    meta: dict[str, str] = client.hgetall(BatchKeys(batch_id).meta)  # type: ignore[assignment]
-    if not meta:
+    row = store.batches.get(batch_id)
+    if row is None:
         raise BatchNotFoundError(
-            f"no batch {batch_id!r} in this Redis (a wrong id or Redis URL, past its retention, "
-            "or lost with Redis's data)")
-    return batch_object(meta, batch_id)
+            f"no batch {batch_id!r} in the record store at {redact_url(store.url)} (a wrong id "
+            "or CORRAL_STORE_URL, past its retention, or deleted)")
+    spent_nusd = None
+    if client is not None:
+        try:
+            spent_nusd = client.hget(BatchKeys(batch_id).meta, "spent_nusd")
+        except redis.RedisError:
+            spent_nusd = None  # a live figure only: the batch's state is in the store
+    return batch_object(row, int(spent_nusd or 0))
 
 
-def lost_batch_error(batch_id: str, detail: str = "") -> BatchLostError:
-    """The one-line error every command gives for a batch whose data Redis lost."""
-    return BatchLostError(
-        f"Redis lost the data of batch {batch_id}{detail} (restarted without persistence or "
-        "flushed; or the batch was deleted): its records and cost ledger are gone unless Redis "
-        "kept an AOF or snapshot to restore. Submit its input file again to run it anew")
-
-
-def batch_object(meta: dict[str, str], batch_id: str = "") -> dict[str, Any]:
-    """Shape a stored meta hash as OpenAI's Batch object (with corral's `models`).
-
-    Raises:
-        BatchLostError: the meta has no id (only fields a late writer left in an empty Redis).
-    """
-    if "id" not in meta or "status" not in meta:
-        raise lost_batch_error(batch_id or meta.get("id", "?"))
+def batch_object(row: dict[str, Any], spent_nusd: int = 0) -> dict[str, Any]:
+    """Shape a batch's store row as OpenAI's Batch object (with corral's `models`)."""
+    options = json.loads(row.get("options") or "{}")
+    status = row["status"]
     batch: dict[str, Any] = {
-        "id": meta["id"], "object": "batch", "endpoint": "/v1/chat/completions",
-        "status": meta["status"], "input_file": meta.get("input_file"),
-        "completion_window": meta.get("completion_window", COMPLETION_WINDOW_DEFAULT),
-        "request_counts": {"total": int(meta.get("total", 0)),
-                           "completed": int(meta.get("completed", 0)),
-                           "failed": int(meta.get("failed", 0))},
-        "models": json.loads(meta.get("models", "[]")),
+        "id": row["id"], "object": "batch", "endpoint": "/v1/chat/completions",
+        "status": status, "input_file": row.get("input_file"),
+        "completion_window": row.get("completion_window") or COMPLETION_WINDOW_DEFAULT,
+        "request_counts": {"total": int(row["total"]), "completed": int(row["completed"]),
+                           "failed": int(row["failed"])},
+        "models": options.get("models", []),
         "errors": None,
-        "max_cost_usd": meta.get("max_cost_usd"),
-        "spent_usd": format(Decimal(int(meta.get("spent_nusd", 0))) / 10**9, "f"),
+        "max_cost_usd": options.get("max_cost_usd"),
+        "spent_usd": format(Decimal(spent_nusd) / 10**9, "f"),
     }
-    if meta.get("last_error"):
-        batch["errors"] = {"object": "list", "data": [json.loads(meta["last_error"])]}
+    if row.get("last_error"):
+        batch["errors"] = {"object": "list", "data": [json.loads(row["last_error"])]}
+    stamps = {"created_at": row["created_at"], "in_progress_at": row["created_at"],
+              "expires_at": row.get("expires_at"), "cancelling_at": row.get("cancelling_at")}
+    if row.get("ended_at") and status in TERMINAL_STATUSES:
+        stamps.update({"finalizing_at": row["ended_at"], f"{status}_at": row["ended_at"]})
     for field in TIMESTAMP_FIELDS:
-        batch[field] = int(meta[field]) if meta.get(field) else None
+        batch[field] = int(stamps[field]) if stamps.get(field) else None
     return batch
 
 
-def list_batches(client: redis.Redis, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest batches first; index entries of batches past retention are dropped."""
-    ids: list[str] = client.zrevrange(BATCH_INDEX, 0, limit - 1)  # type: ignore[assignment]
-    pipe = client.pipeline()
-    for batch_id in ids:
-        pipe.hgetall(BatchKeys(batch_id).meta)
-    metas = pipe.execute()
-    gone = [batch_id for batch_id, meta in zip(ids, metas, strict=True) if not meta]
-    if gone:
-        client.zrem(BATCH_INDEX, *gone)
-    # A meta without its id is what a late writer left of a batch Redis lost: not listed.
-    return [batch_object(meta) for meta in metas if "id" in meta and "status" in meta]
+def list_batches(store: Store, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest batches first, from the record store."""
+    return [batch_object(row) for row in store.batches.newest(limit)]
 
 
 def is_terminal(batch: dict[str, Any]) -> bool:

@@ -137,15 +137,15 @@ def status(session: Session, batch_id: str | None, watch: bool, interval_s: floa
     if watch and not as_json:
         raise SystemExit(watch_batches(session, batch_id, interval_s))
     if batch_id is None:
-        batches = list_batches(session.redis)
+        batches = list_batches(session.store)
         if as_json:
             click.echo(json.dumps(batches))
         else:
             stdout_console().print(batches_table(batches))
         return
-    lifecycle.expire_if_due(session.redis, session.outcomes, batch_id)
-    batch = (wait_for_batch(session.redis, batch_id) if watch
-             else read_batch(session.redis, batch_id))
+    lifecycle.expire_if_due(session.redis, session.store, session.feeder(batch_id), batch_id)
+    batch = (wait_for_batch(session.store, batch_id) if watch
+             else read_batch(session.store, batch_id, session.redis))
     if as_json:
         click.echo(json.dumps(batch))
     else:
@@ -165,9 +165,10 @@ def status(session: Session, batch_id: str | None, watch: bool, interval_s: floa
 def results(session: Session, batch_id: str, output: Path, errors_path: Path | None,
             order: str, with_route: bool) -> None:
     """Write what has finished so far (also mid-batch)."""
-    lifecycle.expire_if_due(session.redis, session.outcomes, batch_id)
+    read_batch(session.store, batch_id)
+    lifecycle.expire_if_due(session.redis, session.store, session.feeder(batch_id), batch_id)
     errors_path = errors_path or errors_path_for(output)
-    counts = write_outputs(session.redis, batch_id, output, errors_path,
+    counts = write_outputs(session.store, batch_id, output, errors_path,
                            input_order=order == "input", with_route=with_route)
     click.echo(f"corral: wrote {counts.results} results to {output} and {counts.errors} "
                f"errors to {errors_path}", err=True)
@@ -179,12 +180,12 @@ def results(session: Session, batch_id: str, output: Path, errors_path: Path | N
 @click.pass_obj
 def cost(session: Session, batch_id: str, as_json: bool) -> None:
     """Tokens and money per model, with savings against list prices."""
-    read_batch(session.redis, batch_id)
+    read_batch(session.store, batch_id)
     try:
         config = session.config
     except ConfigError:
         config = None  # the ledger needs no config; only unsettled calls are then not priced
-    report = batch_cost(session.redis, batch_id, config)
+    report = batch_cost(session.store, batch_id, config, session.redis)
     if as_json:
         click.echo(json.dumps(report.as_json()))
     else:
@@ -241,8 +242,8 @@ def check(session: Session) -> None:
 @click.pass_obj
 def cancel(session: Session, batch_id: str) -> None:
     """Stop a batch: unstarted lines end as batch_cancelled; finished results are kept."""
-    ended = lifecycle.cancel(session.redis, session.outcomes, batch_id)
-    batch = read_batch(session.redis, batch_id)
+    ended = lifecycle.cancel(session.redis, session.store, session.feeder(batch_id), batch_id)
+    batch = read_batch(session.store, batch_id)
     click.echo(f"corral: {batch_id} {batch['status']}: {ended} lines cancelled without a "
                "provider call", err=True)
     click.echo(batch["status"])
@@ -252,9 +253,11 @@ def cancel(session: Session, batch_id: str) -> None:
 @click.argument("batch_id")
 @click.pass_obj
 def resume(session: Session, batch_id: str) -> None:
-    """Send again the fed lines with no record, then feed the rest from the spool."""
-    requeued = lifecycle.requeue_stored(session.redis, session.app, session.config, batch_id)
-    click.echo(f"corral: {batch_id}: {requeued} stored lines without a record sent again",
+    """Queue again the lines with no record that lost their message (all of them, from the
+    record store, if Redis lost the batch), then feed the rest."""
+    requeued = lifecycle.resume(session.redis, session.store, session.app, session.config,
+                                batch_id)
+    click.echo(f"corral: {batch_id}: {requeued} lines in flight without a record sent again",
                err=True)
     fed = run_feeder(session, batch_id)
     click.echo(requeued + fed)
@@ -264,7 +267,8 @@ def resume(session: Session, batch_id: str) -> None:
 @click.argument("batch_id")
 @click.pass_obj
 def feed(session: Session, batch_id: str) -> None:
-    """Send a batch's spooled lines as the workers drain (submit starts this by itself)."""
+    """Send a batch's lines from the record store as the workers drain (the submitting
+    process and every worker do this by themselves)."""
     click.echo(run_feeder(session, batch_id))
 
 
@@ -276,13 +280,14 @@ def feed(session: Session, batch_id: str) -> None:
 def retry(session: Session, batch_id: str, codes: str | None) -> None:
     """Run failed lines again, e.g. after fixing a key; old records go to the history."""
     wanted = {code.strip() for code in codes.split(",")} if codes else None
-    retried = lifecycle.retry(session.redis, session.app, session.config, batch_id, wanted)
+    retried = lifecycle.retry(session.redis, session.store, session.app, session.config,
+                              batch_id, wanted)
     click.echo(f"corral: {batch_id}: {retried.enqueued} failed lines enqueued again", err=True)
     if retried.not_stored:
         click.echo(f"corral: {batch_id}: {retried.not_stored} failed lines left as they are: "
-                   "their requests were never stored in Redis (refused at submit, or still "
-                   "in the spool when the batch was cancelled or expired); to run them, submit "
-                   "them again (the errors file of `corral results` lists them)", err=True)
+                   "they were refused at submit, so no request was stored; to run them, fix "
+                   "and submit them again (the errors file of `corral results` lists them)",
+                   err=True)
     click.echo(retried.enqueued)
 
 
@@ -290,8 +295,9 @@ def retry(session: Session, batch_id: str, codes: str | None) -> None:
 @click.argument("batch_id")
 @click.pass_obj
 def delete(session: Session, batch_id: str) -> None:
-    """Remove a batch's data from Redis now (it also expires after CORRAL_RETENTION_S)."""
-    lifecycle.delete(session.redis, batch_id)
+    """Remove a batch's records from the store and its state from Redis now (both also go
+    CORRAL_RETENTION_S after it ends)."""
+    lifecycle.delete(session.redis, session.store, batch_id)
     click.echo(f"corral: deleted {batch_id}", err=True)
 
 

@@ -13,7 +13,7 @@ import redis
 from corral.config import CorralConfig
 from corral.pricing import Usage, price_call
 from corral.redis_keys import BatchKeys
-from producer.redis_lists import iter_chunks
+from corral.store import Store
 
 
 @dataclass
@@ -41,6 +41,16 @@ class CostTotals:
         self.list_cost_usd += Decimal(entry["list_cost_usd"])
         if not entry.get("productive", True):
             self.unproductive_cost_usd += cost
+
+    def merge(self, other: CostTotals) -> None:
+        """Add another set of sums (billed calls only) to these."""
+        self.requests += other.requests
+        self.input_tokens += other.input_tokens
+        self.cached_input_tokens += other.cached_input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+        self.list_cost_usd += other.list_cost_usd
+        self.unproductive_cost_usd += other.unproductive_cost_usd
 
     def add_unsettled(self, max_cost_usd: Decimal) -> None:
         """Count a call with no known outcome (worker lost, or timed out) at its worst case."""
@@ -116,20 +126,37 @@ def add_unsettled(report: CostReport, mark: dict[str, Any], config: CorralConfig
     report.models.setdefault(str(mark.get("model") or "?"), CostTotals()).add_unsettled(cost)
 
 
-def iter_ledger(client: redis.Redis, batch_id: str) -> Iterator[dict[str, Any]]:
-    """The batch's ledger rows, chunk by chunk, then the calls still marked in flight (running
-    now, or lost with a worker whose line has not ended yet) as unsettled rows."""
-    keys = BatchKeys(batch_id)
-    for _, raw in iter_chunks(client, keys.ledger):
-        yield from (json.loads(item) for item in raw)
-    for field, raw_mark in client.hscan_iter(keys.inflight, count=1000):
+def in_flight_calls(client: redis.Redis, batch_id: str) -> Iterator[dict[str, Any]]:
+    """The calls still marked in flight in Redis (running now, or lost with a worker whose line
+    has not ended yet), as unsettled rows."""
+    for field, raw_mark in client.hscan_iter(BatchKeys(batch_id).inflight, count=1000):
         custom_id, _, call = str(field).rpartition("#")
         mark = json.loads(raw_mark)
         yield {**(mark if isinstance(mark, dict) else {}), "custom_id": custom_id,
                "attempt": int(call), "unsettled": True, "productive": False}
 
 
-def batch_cost(client: redis.Redis, batch_id: str,
-               config: CorralConfig | None = None) -> CostReport:
-    """The cost report of one batch; with `config`, unsettled calls at their worst case."""
-    return summarize(batch_id, iter_ledger(client, batch_id), config)
+def batch_cost(store: Store, batch_id: str, config: CorralConfig | None = None,
+               client: redis.Redis | None = None) -> CostReport:
+    """The cost report of one batch from the store's ledger (summed in SQL), with `client`
+    the calls in flight now; with `config`, unsettled calls at their worst case."""
+    report = CostReport(batch_id, CostTotals(), {})
+    for sums in store.records.ledger_totals(batch_id):
+        totals = CostTotals(requests=int(sums["requests"]),
+                            input_tokens=int(sums["input_tokens"] or 0),
+                            cached_input_tokens=int(sums["cached_input_tokens"] or 0),
+                            output_tokens=int(sums["output_tokens"] or 0),
+                            cost_usd=Decimal(sums["cost_usd"] or 0),
+                            list_cost_usd=Decimal(sums["list_cost_usd"] or 0))
+        if not sums["productive"]:
+            totals.unproductive_cost_usd = totals.cost_usd
+        report.total.merge(totals)
+        report.models.setdefault(sums["model"], CostTotals()).merge(totals)
+    unsettled = {(str(row.get("custom_id")), int(row.get("attempt") or 0)): row
+                 for row in store.records.unsettled_rows(batch_id)}
+    if client is not None:
+        for mark in in_flight_calls(client, batch_id):
+            unsettled.setdefault((mark["custom_id"], mark["attempt"]), mark)
+    for mark in unsettled.values():
+        add_unsettled(report, mark, config)
+    return report

@@ -1,128 +1,151 @@
-"""Batch lifecycle commands: cancel, expire, resume, retry and delete, all safe mid-run."""
+"""Batch lifecycle commands: cancel, expire, resume, retry and delete, all safe mid-run.
+
+Each is a few statements on the record store, however many lines the batch has, and a few
+commands on Redis's hot state.
+"""
 
 from __future__ import annotations
 
-import json
 from typing import NamedTuple
 
 import redis
 from celery import Celery
 
-from corral import lua_scripts
+from corral.batch_state import rebuild_batch_state
 from corral.config import CorralConfig
 from corral.errors import BatchNotFoundError
+from corral.feeder import Feeder
 from corral.jobs import send_jobs
-from corral.records import OutcomeStore, Written, error_record
 from corral.redis_keys import BATCH_INDEX, BatchKeys, circuit_key
+from corral.store import Store
+from corral.stored_job import job_model
 from producer.batches import is_terminal, read_batch
-from producer.redis_lists import CHUNK, iter_chunks
+
+CHUNK = 1000  # lines per Redis scan or store query
 
 
-def _end_unstarted(client: redis.Redis, outcomes: OutcomeStore, batch_id: str, code: str,
-                   message: str) -> int:
-    """File `code` for every line that has no record and was never started."""
-    keys = BatchKeys(batch_id)
-    ended = 0
-    for _, ids in iter_chunks(client, keys.order):
-        pipe = client.pipeline(transaction=False)
-        pipe.hmget(keys.outcomes, ids)
-        pipe.hmget(keys.attempts, ids)
-        records, attempts = pipe.execute()
-        for custom_id, record, started in zip(ids, records, attempts, strict=True):
-            if record is None and started is None:
-                written = outcomes.record(batch_id, error_record(
-                    custom_id, code=code, message=message), only_unstarted=True)
-                ended += written is Written.NEW
+def _end_unfed(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str,
+               code: str) -> int:
+    """File `code` for every line not yet sent to the queues, in one statement, holding the
+    batch's feeder lock so no chunk is on its way meanwhile. Lines already sent end through
+    the workers (as `code`, unless they were running)."""
+    with feeder.holding_lock():
+        state = feeder.state()
+        ended = store.batches.end_unfed(batch_id, code, state.fed_through())
+        row = store.batches.get(batch_id)
+        pipe = client.pipeline()
+        keys = BatchKeys(batch_id)
+        for cursor in state.cursors:  # nothing is left to feed
+            pipe.hset(keys.meta, f"fed:{cursor.model}", cursor.lines)
+        pipe.hincrby(keys.meta, "failed", ended)
+        if row is not None and is_terminal({"status": row["status"]}):
+            pipe.hset(keys.meta, mapping={"status": row["status"],
+                                          f"{row['status']}_at": row["ended_at"]})
+        pipe.execute()
     return ended
 
 
-def cancel(client: redis.Redis, outcomes: OutcomeStore, batch_id: str) -> int:
-    """Cancel a batch: unstarted lines end as batch_cancelled now, without a provider call.
+def cancel(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str) -> int:
+    """Cancel a batch: lines not yet sent end as batch_cancelled now, without a provider call.
 
-    Lines already running finish (their results are kept); workers end the rest of the
-    started ones as batch_cancelled when they next pick them up. Returns the lines ended now.
+    Lines already running finish (their results are kept); workers end the rest of the sent
+    ones as batch_cancelled when they next pick them up. Returns the lines ended now.
     """
-    batch = read_batch(client, batch_id)
-    if is_terminal(batch):
+    read_batch(store, batch_id)
+    if not store.batches.cancel(batch_id):
         return 0
-    now, _ = client.time()
+    row = store.batches.get(batch_id)
+    assert row is not None
     client.hset(BatchKeys(batch_id).meta, mapping={
-        "status": "cancelling", "end_status": "cancelled", "cancelling_at": now})
-    return _end_unstarted(client, outcomes, batch_id, "batch_cancelled",
-                          "the batch was cancelled")
+        "status": "cancelling", "end_status": "cancelled", "cancelling_at": row["cancelling_at"]})
+    return _end_unfed(client, store, feeder, batch_id, "batch_cancelled")
 
 
-def expire_if_due(client: redis.Redis, outcomes: OutcomeStore, batch_id: str) -> int:
-    """After the completion window, end every unstarted line as batch_expired."""
-    batch = read_batch(client, batch_id)
-    now, _ = client.time()
-    if batch["status"] != "in_progress" or not batch["expires_at"] \
-            or now < batch["expires_at"]:
-        return 0  # a cancelling batch ends as cancelled, whatever the clock says
+def expire_if_due(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str) -> int:
+    """After the completion window, end every line not yet sent as batch_expired."""
+    if not store.batches.expire(batch_id):
+        return 0  # not due, or not in progress (a cancelling batch ends as cancelled)
     client.hset(BatchKeys(batch_id).meta, "end_status", "expired")
-    return _end_unstarted(client, outcomes, batch_id, "batch_expired",
-                          "the batch's completion window ended before this line ran")
+    return _end_unfed(client, store, feeder, batch_id, "batch_expired")
 
 
-def requeue_stored(client: redis.Redis, app: Celery, config: CorralConfig,
-                   batch_id: str) -> int:
-    """Send every fed line that has no terminal record once more; safe while workers run.
+def resume(client: redis.Redis, store: Store, app: Celery, config: CorralConfig,
+           batch_id: str) -> int:
+    """Queue again what may have lost its message; safe while workers run. Returns the lines
+    sent now.
 
-    A line still queued or running gets a second message; its lease or its record makes the
-    second delivery a no-op. Lines still in the spool are the feeder's (`corral feed`).
+    If Redis lost the batch's state, it is rebuilt from the store, and every line with no
+    terminal record is fed again. Otherwise every line in flight (its request in Redis) with
+    no record gets one more message: a line still queued or running ignores it (its lease, or
+    its request gone with its record, makes the second delivery a no-op).
     """
+    read_batch(store, batch_id)
+    if rebuild_batch_state(client, store, batch_id):
+        return 0  # the feeder sends every line with no record, from the start
     keys = BatchKeys(batch_id)
-    read_batch(client, batch_id)
     jobs: list[tuple[str, str]] = []
     for custom_id, raw_job in client.hscan_iter(keys.bodies, count=CHUNK):
-        if not client.hexists(keys.outcomes, custom_id):
-            jobs.append((custom_id, config.models[json.loads(raw_job)["model"]].queue))
-    return send_jobs(app, batch_id, jobs)
+        model = config.models.get(job_model(raw_job))
+        if model is not None:
+            jobs.append((str(custom_id), model.queue))
+    ended = set()
+    for start in range(0, len(jobs), CHUNK):
+        ended |= store.records.has_records(batch_id, [cid for cid, _ in jobs[start:start + CHUNK]])
+    return send_jobs(app, batch_id, [job for job in jobs if job[0] not in ended])
 
 
 class Retried(NamedTuple):
     """What `retry` did: lines enqueued again, and failed lines it could not run."""
 
     enqueued: int
-    not_stored: int  # no request kept: refused at submit, or never fed before the batch closed
+    not_stored: int  # no request kept: refused at submit
 
 
-def retry(client: redis.Redis, app: Celery, config: CorralConfig, batch_id: str,
-          codes: set[str] | None = None) -> Retried:
+def retry(client: redis.Redis, store: Store, app: Celery, config: CorralConfig,
+          batch_id: str, codes: set[str] | None = None) -> Retried:
     """Run failed lines again (those with these error codes, default all that can run).
 
-    Each old record moves to the batch's history; circuits of the batch's providers close,
-    since a retry usually follows a fixed key. Lines whose request was never stored in Redis
-    keep their record and are counted apart.
+    Each old record moves to the store's retry history; circuits of the batch's providers
+    close, since a retry usually follows a fixed key. Lines refused at submit have no stored
+    request: they keep their record and are counted apart.
     """
+    read_batch(store, batch_id)
+    rebuild_batch_state(client, store, batch_id)  # if Redis lost it
+    reopened, not_stored = store.batches.reopen(batch_id, codes)
+    if not reopened:
+        return Retried(0, not_stored)
     keys = BatchKeys(batch_id)
-    read_batch(client, batch_id)
-    reopen = lua_scripts.register(client, "reopen_line")
+    meta = client.hgetall(keys.meta)
+    offset = int(meta.get("call_offset") or 0)  # type: ignore[union-attr]
+    pipe = client.pipeline()
     jobs: list[tuple[str, str]] = []
-    not_stored = 0
-    for custom_id, raw in client.hscan_iter(keys.outcomes, count=CHUNK):
-        error = json.loads(raw).get("error")
-        if not error or (codes is not None and error["code"] not in codes):
+    for line in reopened:
+        model = config.models.get(line.model)
+        if model is None:
             continue
-        raw_job = client.hget(keys.bodies, custom_id)
-        if raw_job is None:  # refused at submit, or still spooled when the batch closed
-            not_stored += 1
-            continue
-        model = config.models[json.loads(raw_job)["model"]]
-        client.delete(circuit_key(model.provider))
-        if reopen(keys=[keys.outcomes, keys.meta, keys.history, keys.attempts, keys.reruns,
-                        *keys.all()],
-                  args=[custom_id, raw]):
-            jobs.append((custom_id, model.queue))
+        pipe.delete(circuit_key(model.provider))
+        # Its calls are numbered on past its last one; its attempts count from 1 again.
+        started = max(0, line.last_call - offset)
+        pipe.hset(keys.attempts, line.custom_id, started)
+        pipe.hset(keys.reruns, line.custom_id, started)
+        pipe.hset(keys.bodies, line.custom_id, line.job)
+        jobs.append((line.custom_id, model.queue))
+    pipe.hincrby(keys.meta, "failed", -len(reopened))
+    pipe.hset(keys.meta, mapping={"status": "in_progress", "end_status": "completed"})
+    pipe.hdel(keys.meta, "finalizing_at", "completed_at", "failed_at", "expired_at",
+              "cancelled_at")
+    for key in keys.all():
+        pipe.persist(key)
+    pipe.execute()
     send_jobs(app, batch_id, jobs)
     return Retried(len(jobs), not_stored)
 
 
-def delete(client: redis.Redis, batch_id: str) -> None:
-    """Remove every key of the batch now."""
-    keys = BatchKeys(batch_id)
-    if not client.exists(keys.meta):
+def delete(client: redis.Redis, store: Store, batch_id: str) -> None:
+    """Remove the batch: its rows in the store, then every key of it in Redis."""
+    if not store.batches.delete(batch_id):
         raise BatchNotFoundError(f"no batch {batch_id!r}")
+    keys = BatchKeys(batch_id)
     leases = list(client.scan_iter(match=keys.lease_pattern, count=CHUNK))
     client.delete(*keys.all(), *leases)
     client.zrem(BATCH_INDEX, batch_id)

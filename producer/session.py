@@ -1,10 +1,9 @@
-"""What every CLI command shares: exit codes, the config, settings and a Redis client."""
+"""What every CLI command shares: exit codes, the config, settings, Redis and the store."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 from decimal import Decimal
@@ -14,15 +13,18 @@ from pathlib import Path
 import click
 import redis
 from celery import Celery
+from sqlalchemy.exc import DBAPIError
 
 from corral.config import CorralConfig, find_config_path, load_config
 from corral.errors import BatchNotFoundError, ConfigError, CorralError, RedisUnavailableError
-from corral.records import OutcomeStore
+from corral.feeder import Feeder, FeederBusyError
 from corral.redis_client import connect
 from corral.settings import Settings, get_settings
-from producer.batches import read_batch
-from producer.feeder import Feeder, FeederBusyError
-from producer.submit import NothingToSubmitError, discard, open_batch, take_in
+from corral.store import Store, open_store
+from corral.store.intake import LineIntake
+from corral.store.writer import StoreUnavailableError
+from producer.batches import new_batch_id, read_batch
+from producer.submit import NothingToSubmitError, open_batch, take_in
 from producer.validator import RejectedLine
 from producer.views import wait_for_batch
 
@@ -34,7 +36,8 @@ def exit_code_for(err: Exception) -> int:
     """DESIGN §3's exit codes for an error that ends a command."""
     if isinstance(err, BatchNotFoundError):
         return EXIT_NO_BATCH
-    if isinstance(err, RedisUnavailableError | redis.RedisError):
+    if isinstance(err, RedisUnavailableError | redis.RedisError | DBAPIError
+                  | StoreUnavailableError):
         return EXIT_UNREACHABLE  # unreachable, or refusing writes (out of memory, read-only)
     if isinstance(err, ConfigError | NothingToSubmitError | ValueError):
         return EXIT_USAGE
@@ -64,20 +67,21 @@ class Session:
         """Point this process (and its settings) at another Redis, e.g. a private one."""
         os.environ["CORRAL_REDIS_URL"] = url
         get_settings.cache_clear()
-        for cached in ("redis", "outcomes", "app"):
+        for cached in ("redis", "app"):
             self.__dict__.pop(cached, None)
 
     @cached_property
     def redis(self) -> redis.Redis:
         return connect(self.settings.redis_url)
 
-    @cached_property
-    def outcomes(self) -> OutcomeStore:
-        return OutcomeStore(self.redis, retention_s=self.settings.retention_s)
+    @property
+    def store(self) -> Store:
+        """The record store (CORRAL_STORE_URL, else the default SQLite file)."""
+        return open_store()
 
     def feeder(self, batch_id: str) -> Feeder:
         """A feeder for one batch, with this session's clients and queue depth."""
-        return Feeder(self.redis, self.app, self.config, batch_id,
+        return Feeder(self.redis, self.store, self.app, self.config, batch_id,
                       depth=self.settings.queue_depth)
 
     @cached_property
@@ -94,22 +98,22 @@ def report_rejected(line: RejectedLine) -> None:
 
 def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
                  completion_window: str = "24h", max_cost_usd: Decimal | None = None) -> str:
-    """Validate all of `file`, open the batch and fill the queues' first share.
+    """Validate all of `file` into the store, open the batch and fill the queues' first share.
 
     Exits 2 with nothing stored when a line is bad (unless `skip_invalid`). The rest of the
-    lines wait in the spool for a feeder: `feed_rest` starts one.
+    lines wait in the store for a feeder: `feed_in_thread`, or any worker's feeding loop.
     """
     config = session.config
-    intake = take_in(file, config, session.redis, report_rejected,
-                     retention_s=session.settings.retention_s)
-    check = intake.check
-    if check.rejected and not skip_invalid:
-        discard(session.redis, intake)
-        click.echo(f"corral: {check.rejected} bad line(s) in {file}; nothing enqueued "
-                   "(--skip-invalid runs the valid lines)", err=True)
-        raise SystemExit(EXIT_USAGE)
-    batch_id = open_batch(session.redis, session.outcomes, file, config, intake,
-                          completion_window=completion_window, max_cost_usd=max_cost_usd)
+    store = session.store
+    batch_id = new_batch_id()
+    with LineIntake(store.engine, batch_id) as intake:
+        check = take_in(file, config, intake, report_rejected)
+        if check.rejected and not skip_invalid:
+            click.echo(f"corral: {check.rejected} bad line(s) in {file}; nothing enqueued "
+                       "(--skip-invalid runs the valid lines)", err=True)
+            raise SystemExit(EXIT_USAGE)  # leaving the block rolls the intake back
+        open_batch(session.redis, store, file, config, batch_id, intake, check,
+                   completion_window=completion_window, max_cost_usd=max_cost_usd)
     feeder = session.feeder(batch_id)
     queued = 0
     while sent := feeder.feed_once():
@@ -118,12 +122,14 @@ def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
                          sorted(check.accepted_by_model.items()))
     click.echo(f"corral: batch {batch_id}: {check.accepted} lines accepted ({by_model})"
                + (f", {check.rejected} rejected" if check.rejected else "")
-               + f"; {queued} queued now, {check.accepted - queued} in the spool", err=True)
+               + f"; {queued} queued now, {check.accepted - queued} wait in the record store",
+               err=True)
     return batch_id
 
 
 def feed_in_thread(session: Session, batch_id: str) -> Feeder:
-    """Feed the rest of the batch from a thread of this process (stopped with the batch)."""
+    """Feed the rest of the batch from a thread of this process (stopped with the batch);
+    workers take over if this process dies."""
     feeder = session.feeder(batch_id)
     if feeder.state().unfed:
         threading.Thread(target=_feed_quietly, args=(feeder, batch_id), name="corral-feeder",
@@ -132,12 +138,13 @@ def feed_in_thread(session: Session, batch_id: str) -> Feeder:
 
 
 def _feed_quietly(feeder: Feeder, batch_id: str) -> None:
-    """Run a feeder thread whose errors end in one line: the waiting command reports the
-    batch's fate (its own read of Redis fails the same way)."""
+    """Run a feeder thread whose errors end in one line: the workers' feeding loops go on
+    with the batch."""
     try:
         feeder.run()
     except (CorralError, redis.RedisError) as err:
-        click.echo(f"corral: batch {batch_id}: feeding stopped: {err}", err=True)
+        click.echo(f"corral: batch {batch_id}: this process stopped feeding ({err}); the "
+                   "workers feed the rest", err=True)
 
 
 def run_feeder(session: Session, batch_id: str) -> int:
@@ -146,7 +153,8 @@ def run_feeder(session: Session, batch_id: str) -> int:
     unfed = feeder.state().unfed
     if not unfed:
         return 0
-    click.echo(f"corral: batch {batch_id}: feeding {unfed} lines from the spool", err=True)
+    click.echo(f"corral: batch {batch_id}: feeding {unfed} lines from the record store",
+               err=True)
     try:
         sent = feeder.run()
     except FeederBusyError:
@@ -157,35 +165,15 @@ def run_feeder(session: Session, batch_id: str) -> int:
     return sent
 
 
-def spawn_feeder(session: Session, batch_id: str) -> int | None:
-    """Start a detached `corral feed BATCH` process when lines remain; returns its pid."""
-    state = session.feeder(batch_id).state()
-    spool = state.spool
-    if not state.unfed or spool is None:
-        return None
-    env = {**os.environ, "CORRAL_REDIS_URL": session.settings.redis_url}
-    if session.config.source:
-        env["CORRAL_CONFIG"] = str(Path(session.config.source).resolve())
-    with open(spool / "feeder.log", "ab") as log_file:
-        child = subprocess.Popen([sys.executable, "-m", "producer", "feed", batch_id],
-                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                                 start_new_session=True, env=env)
-    click.echo(f"corral: batch {batch_id}: feeder process {child.pid} sends the rest as the "
-               f"workers drain (log: {spool / 'feeder.log'})", err=True)
-    return child.pid
-
-
 def finish_submit(session: Session, batch_id: str, *, wait: bool, as_json: bool) -> None:
     """Print the answer of `submit`, waiting first if asked."""
-    batch = read_batch(session.redis, batch_id)
+    batch = read_batch(session.store, batch_id)
     if wait:
         feeder = feed_in_thread(session, batch_id)
         try:
-            batch = wait_for_batch(session.redis, batch_id, show_progress=sys.stderr.isatty())
+            batch = wait_for_batch(session.store, batch_id, show_progress=sys.stderr.isatty())
         finally:
             feeder.stop()
-    else:
-        spawn_feeder(session, batch_id)
     click.echo(json.dumps(batch) if as_json else batch_id)
     if wait and batch["request_counts"]["failed"]:
         raise SystemExit(EXIT_FAILED_LINES)

@@ -34,13 +34,13 @@ def run_file(session: Session, stack: LocalStack, file: Path, output: Path | Non
     stack.start_workers(queues=queues, processes=processes, concurrency=concurrency)
     feeder = feed_in_thread(session, batch_id)
     try:
-        batch = wait_for_batch(session.redis, batch_id)
+        batch = wait_for_batch(session.store, batch_id)
     finally:
         feeder.stop()
     output = output or file.with_name(f"{file.stem}.results.jsonl")
     errors = errors_path_for(output)
-    counts = write_outputs(session.redis, batch_id, output, errors)
-    stdout_console().print(cost_table(batch_cost(session.redis, batch_id, session.config),
+    counts = write_outputs(session.store, batch_id, output, errors)
+    stdout_console().print(cost_table(batch_cost(session.store, batch_id, session.config),
                                       title=f"Cost of {batch_id}"))
     click.echo(f"corral: batch {batch_id} {batch['status']}: {counts.results} results in "
                f"{output}, {counts.errors} errors in {errors}", err=True)

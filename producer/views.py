@@ -7,17 +7,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.exc import DBAPIError
 
-from corral.errors import BatchNotFoundError, RedisUnavailableError
-from producer.batches import is_terminal, lost_batch_error, read_batch
+from corral.store import Store
+from corral.store.writer import StoreUnavailableError
+from producer.batches import is_terminal, read_batch
 from producer.costs import CostReport, CostTotals
 
 POLL_INTERVAL_S = 0.25
-REDIS_OUTAGE_S = 30.0  # how long `submit --wait` waits out a Redis that does not answer
+STORE_OUTAGE_S = 60.0  # how long `submit --wait` waits out a store that does not answer
 
 
 WIDE_COLUMNS = 160
@@ -86,23 +87,23 @@ def batches_table(batches: list[dict[str, Any]]) -> Table:
     return table
 
 
-def wait_for_batch(client: redis.Redis, batch_id: str, *, show_progress: bool = True,
+def wait_for_batch(store: Store, batch_id: str, *, show_progress: bool = True,
                    timeout_s: float | None = None,
-                   outage_s: float = REDIS_OUTAGE_S) -> dict[str, Any]:
-    """Poll until the batch ends, with a progress bar on stderr; returns the final batch.
-
-    Rides out a Redis that stops answering for up to `outage_s` (a restart).
+                   outage_s: float = STORE_OUTAGE_S) -> dict[str, Any]:
+    """Poll the record store until the batch ends, with a progress bar on stderr; returns the
+    final batch. Redis may come and go meanwhile (its loss costs no record); a store that
+    stops answering is waited out for up to `outage_s` (a restart).
 
     Raises:
-        BatchLostError: the batch vanished while waited for (Redis lost its data).
-        RedisUnavailableError: Redis did not answer for `outage_s`.
+        BatchNotFoundError: the batch vanished while waited for (deleted).
+        StoreUnavailableError: the store did not answer for `outage_s`.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(),
                         console=stderr_console(), disable=not show_progress, transient=False)
     with progress:
-        batch = read_batch(client, batch_id)
+        batch = read_batch(store, batch_id)
         task = progress.add_task(batch_id, total=batch["request_counts"]["total"], failed=0)
         silent_since: float | None = None
         while True:
@@ -113,14 +114,12 @@ def wait_for_batch(client: redis.Redis, batch_id: str, *, show_progress: bool = 
                 return batch
             time.sleep(POLL_INTERVAL_S)
             try:
-                batch = read_batch(client, batch_id)
+                batch = read_batch(store, batch_id)
                 silent_since = None
-            except BatchNotFoundError:
-                raise lost_batch_error(batch_id) from None  # it was there a moment ago
-            except (redis.ConnectionError, redis.TimeoutError) as err:
+            except DBAPIError as err:
                 silent_since = silent_since or time.monotonic()
                 if time.monotonic() - silent_since > outage_s:
-                    raise RedisUnavailableError(
-                        f"Redis did not answer for {outage_s:g} s while waiting for batch "
-                        f"{batch_id} ({err}); if it comes back, follow the batch with "
-                        f"`corral status {batch_id} --watch`") from None
+                    raise StoreUnavailableError(
+                        f"the record store did not answer for {outage_s:g} s while waiting "
+                        f"for batch {batch_id} ({type(err.orig).__name__}); if it comes back, "
+                        f"follow the batch with `corral status {batch_id} --watch`") from None

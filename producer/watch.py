@@ -19,12 +19,13 @@ from rich.table import Table
 from rich.text import Text
 
 from corral.config import CorralConfig, RateScope
-from corral.errors import ConfigError
+from corral.errors import BatchNotFoundError, ConfigError
+from corral.feeder import feed_state
 from corral.redis_keys import BatchKeys
 from corral.stats import by_model, lines_in_flight
+from corral.store import Store
 from producer import lifecycle
 from producer.batches import batch_object, is_terminal, list_batches
-from producer.feeder import feed_state
 from producer.rates import Counters, RateTracker, format_duration_s, latency_quantile_ms
 from producer.session import Session
 from producer.views import stdout_console
@@ -39,7 +40,7 @@ class Polled:
 
     batch: dict[str, Any]
     counters: Counters
-    spooled: dict[str, int]  # model → accepted lines the feeder has not sent yet
+    waiting: dict[str, int]  # model → accepted lines the feeder has not sent yet
     redis_now_s: float
 
 
@@ -50,12 +51,12 @@ def scopes_by_model(config: CorralConfig | None) -> dict[str, RateScope]:
     return {name: config.scope_of(model) for name, model in config.models.items()}
 
 
-def poll(client: redis.Redis, batch_ids: Iterable[str]) -> list[Polled]:
-    """Meta and live counters of each batch, and the Redis clock, in one round trip.
+def poll(client: redis.Redis, store: Store, batch_ids: Iterable[str]) -> list[Polled]:
+    """Each batch's row from the record store, with its live counters and feed cursors from
+    Redis and the Redis clock (one round trip).
 
     Raises:
-        BatchLostError: a batch's data is gone, wholly or in part (Redis lost it, or it was
-            deleted while watched): never shown as finished.
+        BatchNotFoundError: a batch is gone (deleted while watched): never shown as finished.
     """
     batch_ids = list(batch_ids)
     pipe = client.pipeline(transaction=False)
@@ -66,13 +67,18 @@ def poll(client: redis.Redis, batch_ids: Iterable[str]) -> list[Polled]:
     replies = pipe.execute()
     seconds, micros = replies[-1]
     now_s = int(seconds) + int(micros) / 1e6
-    return [Polled(batch_object(meta, batch_id), by_model(stats), spooled_lines(meta), now_s)
-            for batch_id, meta, stats in zip(batch_ids, replies[0:-1:2], replies[1:-1:2],
-                                             strict=True)]
+    polled = []
+    for batch_id, meta, stats in zip(batch_ids, replies[0:-1:2], replies[1:-1:2], strict=True):
+        row = store.batches.get(batch_id)
+        if row is None:
+            raise BatchNotFoundError(f"batch {batch_id} was deleted while watched")
+        polled.append(Polled(batch_object(row, int(meta.get("spent_nusd") or 0)),
+                             by_model(stats), unsent_lines(meta), now_s))
+    return polled
 
 
-def spooled_lines(meta: Mapping[str, str]) -> dict[str, int]:
-    """Per model, accepted lines still in the submit spool."""
+def unsent_lines(meta: Mapping[str, str]) -> dict[str, int]:
+    """Per model, accepted lines waiting in the record store for the feeder."""
     return {c.model: c.lines - c.fed for c in feed_state(meta).cursors}
 
 
@@ -136,16 +142,16 @@ class BatchWatch:
             (batch["id"], "bold"), "  ", (batch["status"], "bold cyan"),
             f"  done {counts['completed']:,}/{counts['total']:,}  failed {counts['failed']:,}"
             f"  spent {_usd(spent)}  elapsed {format_duration_s(elapsed_s)}  ETA {eta}")
-        return Group(header, self._models_table(batch, counters, item.spooled, tracker))
+        return Group(header, self._models_table(batch, counters, item.waiting, tracker))
 
     def _models_table(self, batch: dict[str, Any], counters: Counters,
-                      spooled: Mapping[str, int], tracker: RateTracker) -> Table:
+                      waiting: Mapping[str, int], tracker: RateTracker) -> Table:
         per = period_label(self._period_s)
         table = Table(show_edge=False, pad_edge=False)
-        for column in ("model", "done", "failed", "queued", "spooled", f"req/{per} / limit",
+        for column in ("model", "done", "failed", "queued", "waiting", f"req/{per} / limit",
                        f"tok/{per} / limit", "429s", "retries", "spend", "p50 latency"):
             table.add_column(column, justify="left" if column == "model" else "right")
-        for model in sorted(set(batch["models"]) | set(counters) | set(spooled)):
+        for model in sorted(set(batch["models"]) | set(counters) | set(waiting)):
             values = counters.get(model, {})
             scope = self._scopes.get(model)
             done, failed = values.get("completed", 0), values.get("failed", 0)
@@ -156,7 +162,7 @@ class BatchWatch:
             tokens = _per_period(tracker.rate_per_s(model, "input_tokens", "output_tokens"),
                                  self._period_s)
             table.add_row(
-                model, f"{done:,}", f"{failed:,}", f"{queued:,}", f"{spooled.get(model, 0):,}",
+                model, f"{done:,}", f"{failed:,}", f"{queued:,}", f"{waiting.get(model, 0):,}",
                 _against(requests, scope.rpm if scope else None),
                 _against(tokens, scope.tpm if scope else None),
                 f"{values.get('rate_limited', 0):,}", f"{values.get('retries', 0):,}",
@@ -164,12 +170,12 @@ class BatchWatch:
         return table
 
 
-def active_batch_ids(client: redis.Redis) -> list[str]:
+def active_batch_ids(store: Store) -> list[str]:
     """Batches that have not ended, newest first."""
-    return [batch["id"] for batch in list_batches(client) if not is_terminal(batch)]
+    return [batch["id"] for batch in list_batches(store) if not is_terminal(batch)]
 
 
-def run_watch(client: redis.Redis, console: Console, view: BatchWatch, *,
+def run_watch(client: redis.Redis, store: Store, console: Console, view: BatchWatch, *,
               batch_id: str | None, interval_s: float,
               sleep: Callable[[float], None] = time.sleep) -> int:
     """Redraw every `interval_s` until the watched batches end.
@@ -183,8 +189,8 @@ def run_watch(client: redis.Redis, console: Console, view: BatchWatch, *,
         try:
             while True:
                 if batch_id is None:
-                    watched += [new for new in active_batch_ids(client) if new not in watched]
-                polled = poll(client, watched)
+                    watched += [new for new in active_batch_ids(store) if new not in watched]
+                polled = poll(client, store, watched)
                 live.update(view.frame(polled), refresh=True)
                 if all(is_terminal(item.batch) for item in polled):
                     failed = any(item.batch["request_counts"]["failed"] for item in polled)
@@ -201,11 +207,12 @@ def watch_batches(session: Session, batch_id: str | None, interval_s: float) -> 
         BatchNotFoundError: `batch_id` names no batch.
     """
     if batch_id is not None:
-        lifecycle.expire_if_due(session.redis, session.outcomes, batch_id)
+        lifecycle.expire_if_due(session.redis, session.store, session.feeder(batch_id),
+                                batch_id)
     try:
         config: CorralConfig | None = session.config
     except ConfigError:
         config = None  # everything but the limits can be shown without a config
     view = BatchWatch(scopes_by_model(config), period_s=session.settings.rate_period_s)
-    return run_watch(session.redis, stdout_console(), view, batch_id=batch_id,
+    return run_watch(session.redis, session.store, stdout_console(), view, batch_id=batch_id,
                      interval_s=interval_s)

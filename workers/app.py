@@ -66,7 +66,7 @@ def _fail_fast_on_bad_setup(**_: object) -> None:
     # evict keys stops the worker at start with one clear message instead of failing every
     # job. SystemExit, because Celery logs and swallows ordinary exceptions raised by signal
     # handlers.
-    from workers.runtime import job_runner, reconciler
+    from workers.runtime import feeding_loop, job_runner, reconciler
 
     try:
         job_runner()
@@ -77,6 +77,7 @@ def _fail_fast_on_bad_setup(**_: object) -> None:
             _refuse_to_start(f"{where}: {durability.error}; refusing to start (set "
                              f"{OVERRIDE}=true to start anyway)", 3)
         reconciler().start()
+        feeding_loop().start()
     except CorralError as err:
         _refuse_to_start(str(err), 2 if isinstance(err, ConfigError) else 3, err)
     level = logging.WARNING if durability.warning else logging.INFO
@@ -150,7 +151,8 @@ def _untag_job_lines(task_id: str, **_: object) -> None:
 
 @worker_shutting_down.connect
 def _stop_waiting_for_capacity(**_: object) -> None:
-    from workers.runtime import job_runner, reconciler
+    from workers.runtime import feeding_loop, job_runner, reconciler
 
     reconciler().stop()
+    feeding_loop().stop()
     job_runner().stop_waiting()

@@ -27,10 +27,11 @@ from corral.errors import (
 )
 from corral.lua_scripts import ScriptCalls
 from corral.pricing import Usage, cost_and_list_cost
-from corral.records import OutcomeStore
+from corral.records import LineEnds
 from corral.redis_keys import BatchKeys
 from corral.settings import Settings
 from corral.stats import CallStats, stat_field
+from corral.store import BatchRows
 from corral.stored_job import stored_job
 from corral.tokens import estimate_prompt_tokens, requested_output_tokens, reservation_tokens
 from workers.backoff import backoff_delay_s
@@ -53,14 +54,15 @@ Admitted = tuple[int, Admission]
 class JobRunner:
     """Runs lines of any batch; one per worker process, shared by its task slots."""
 
-    def __init__(self, *, config: CorralConfig, client: redis.Redis, outcomes: OutcomeStore,
-                 provider_client: ProviderClient, limiter: RateLimiter,
+    def __init__(self, *, config: CorralConfig, client: redis.Redis, ends: LineEnds,
+                 batches: BatchRows, provider_client: ProviderClient, limiter: RateLimiter,
                  circuit: CircuitBreaker, settings: Settings,
                  send_jobs: Callable[[str, list[tuple[str, str]]], int],
                  rng: random.Random | None = None) -> None:
         self._config = config
         self._client = client
-        self._records = LineRecords(client, outcomes, config.price_version)
+        self._records = LineRecords(client, ends, config.price_version)
+        self._batches = batches
         self._fail = self._records.fail
         self._provider_client = provider_client
         self._limiter = limiter
@@ -71,7 +73,7 @@ class JobRunner:
         self._start_job = lua_scripts.register(client, "start_job", package="workers")
         # Lines that start while another slot's round trip is in flight start in the next one,
         # with the records of lines that end meanwhile: one group for both.
-        self._group_commit = outcomes.group_commit
+        self._group_commit = ends.group_commit
         self._budget = Budget(client)
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._lease_ms = int((settings.job_s + LEASE_MARGIN_S) * 1000)
@@ -81,8 +83,8 @@ class JobRunner:
             -> RetryLater | LineEnded:
         """One delivery of a line from `queue` (when known): what it came to."""
         keys = BatchKeys(batch_id)
-        script_keys = [keys.outcomes, keys.meta, keys.bodies, keys.attempts,
-                       keys.lease(custom_id), keys.inflight, keys.reruns]
+        script_keys = [keys.meta, keys.bodies, keys.attempts, keys.lease(custom_id),
+                       keys.inflight, keys.reruns]
         # Sent upstream with the call and kept in its mark and ledger row.
         client_request_id = f"corral-{uuid.uuid4().hex}"
         args: list[str | int] = [custom_id, self._lease_ms, self._holder, client_request_id,
@@ -97,6 +99,7 @@ class JobRunner:
             return self._fail(batch_id, custom_id, "batch_cancelled", "the batch was cancelled",
                               None)
         if verdict == "expired":
+            self._batches.expire(batch_id)
             return self._fail(batch_id, custom_id, "batch_expired",
                               "the batch's completion window ended before this line ran", None,
                               meta_fields={"end_status": "expired"})
@@ -153,6 +156,7 @@ class JobRunner:
         keys = BatchKeys(batch_id)
         call = this_call.mark
         route = job.get("route")
+        line_no = job.get("line")
         model = self._config.models.get(job["model"])
         if model is None:
             return self._fail(batch_id, custom_id, "invalid_request",
@@ -182,17 +186,18 @@ class JobRunner:
             if isinstance(err, AuthenticationError | InsufficientQuotaError):
                 circuit = self._circuit.open(model.provider, err)
                 # One clear message on the batch itself, shown by `corral status`.
-                meta_fields = {"last_error": json.dumps(
-                    {"code": circuit.code, "message": circuit.message})}
+                last_error = {"code": circuit.code, "message": circuit.message}
+                self._batches.set_last_error(batch_id, last_error)
+                meta_fields = {"last_error": json.dumps(last_error)}
             return self._records.fail_with(batch_id, custom_id, err, route, attempt, call,
-                                           model, stats, meta_fields)
+                                           model, stats, meta_fields, line_no=line_no)
         except RetryableError as err:
             # A call that timed out or lost its connection may still have been served and
             # billed: it stays in flight, counted at its worst case.
             settled = "" if err.maybe_served else call
             if attempt >= self._settings.max_attempts:
                 return self._records.fail_with(batch_id, custom_id, err, route, attempt,
-                                               settled, model, stats)
+                                               settled, model, stats, line_no=line_no)
             stats.retried = True
             pipe = self._client.pipeline(transaction=False)
             pipe.delete(keys.lease(custom_id))
@@ -205,7 +210,7 @@ class JobRunner:
                                       retry_after_s=err.retry_after_s, rng=self._rng)
             return RetryLater(delay_s, f"{type(err).__name__}: {err.message}")
         return self._records.succeed(batch_id, custom_id, model, completion, route, this_call,
-                                     stats, settle)
+                                     stats, settle, line_no=line_no)
 
     def _fall_back(self, batch_id: str, custom_id: str, call: str, model: ModelConfig,
                    job: dict[str, Any], err: PermanentError, stats: CallStats) -> str | None:

@@ -16,9 +16,10 @@ from corral.config import ModelConfig
 from corral.errors import PermanentError, ProviderError
 from corral.lua_scripts import ScriptCalls
 from corral.pricing import Usage, cost_and_list_cost, to_nano_usd
-from corral.records import OutcomeStore, Written, error_record, result_record
+from corral.records import LineEnds, Written, error_record, result_record
 from corral.redis_keys import FLEET_STATS, BatchKeys
 from corral.stats import CallStats
+from corral.store.records import LedgerRow
 from workers.delivery import LineEnded
 from workers.provider_client import Completion
 
@@ -44,16 +45,16 @@ class Call:
 
 
 class LineRecords:
-    """Writes each line's end through the outcome store; says when its batch is gone."""
+    """Writes each line's end (corral.records.LineEnds); says when its batch is gone."""
 
-    def __init__(self, client: redis.Redis, outcomes: OutcomeStore, price_version: str) -> None:
-        self._outcomes = outcomes
+    def __init__(self, client: redis.Redis, ends: LineEnds, price_version: str) -> None:
+        self._ends = ends
         self._price_version = price_version
         self._count_calls = lua_scripts.register(client, "count_calls", package="workers")
 
     def succeed(self, batch_id: str, custom_id: str, model: ModelConfig,
                 completion: Completion, route: dict[str, Any] | None, call: Call,
-                stats: CallStats, settle: Settle) -> LineEnded:
+                stats: CallStats, settle: Settle, line_no: int | None = None) -> LineEnded:
         """File the line's result and its call's ledger row (a duplicate's row too)."""
         usage = Usage.from_response(completion.body.get("usage"))
         cost_usd, list_cost_usd = cost_and_list_cost(usage, model)
@@ -67,9 +68,15 @@ class LineRecords:
                  "route": route, "at": round(time.time(), 3)}
         record = result_record(custom_id, request_id=completion.request_id,
                                body=completion.body, route=route)
-        written = self._outcomes.record(batch_id, record, ledger_entry=entry,
-                                        settled_call=call.mark, model=model.name,
-                                        call_counts=stats.increments(), along=settle)
+        billed = LedgerRow(batch_id, custom_id, call.number, model.name, unsettled=False,
+                           productive=True, input_tokens=usage.prompt_tokens,
+                           cached_input_tokens=usage.cached_tokens,
+                           output_tokens=usage.completion_tokens, cost_usd=cost_usd,
+                           list_cost_usd=list_cost_usd,
+                           client_request_id=call.client_request_id, row=entry)
+        written = self._ends.end(batch_id, record, line_no=line_no, call=billed,
+                                 settled_call=call.mark, model=model.name,
+                                 call_counts=stats.increments(), along=settle)
         if written is Written.GONE:
             return _gone(batch_id, custom_id, model.name,
                          f"its call ({call.client_request_id}, ${cost_usd}) is in no ledger")
@@ -82,7 +89,8 @@ class LineRecords:
     def fail_with(self, batch_id: str, custom_id: str, err: ProviderError,
                   route: dict[str, Any] | None, attempt: int, settled_call: str,
                   model: ModelConfig, stats: CallStats,
-                  meta_fields: dict[str, str] | None = None) -> LineEnded:
+                  meta_fields: dict[str, str] | None = None,
+                  line_no: int | None = None) -> LineEnded:
         """File the error record of a provider failure (its 4xx answer when there was one)."""
         message = err.message if isinstance(err, PermanentError) \
             else f"gave up after {attempt} attempts: {err.message}"
@@ -92,19 +100,21 @@ class LineRecords:
                         "body": err.body}
         return self.fail(batch_id, custom_id, err.code, message, route, response,
                          settled_call=settled_call, model=model.name,
-                         call_counts=stats.increments(), meta_fields=meta_fields)
+                         call_counts=stats.increments(), meta_fields=meta_fields,
+                         line_no=line_no)
 
     def fail(self, batch_id: str, custom_id: str, code: str, message: str,
              route: dict[str, Any] | None, response: dict[str, Any] | None = None, *,
              settled_call: str = "", model: str = "", call_counts: dict[str, int] | None = None,
-             meta_fields: dict[str, str] | None = None) -> LineEnded:
+             meta_fields: dict[str, str] | None = None,
+             line_no: int | None = None) -> LineEnded:
         """File an error record with `code` (DESIGN §3)."""
         log.info("line %s/%s failed: %s", batch_id, custom_id, code)
         model = model or str((route or {}).get("model") or "")
-        written = self._outcomes.record(
+        written = self._ends.end(
             batch_id, error_record(custom_id, code=code, message=message, response=response,
                                    route=route),
-            settled_call=settled_call, model=model, call_counts=call_counts,
+            line_no=line_no, settled_call=settled_call, model=model, call_counts=call_counts,
             meta_fields=meta_fields)
         if written is Written.GONE:
             return _gone(batch_id, custom_id, model, f"its error {code} is not filed")

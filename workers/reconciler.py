@@ -2,7 +2,8 @@
 
 kombu's Redis transport can lose a message in flight when Redis restarts (popped from the
 queue but not yet in its unacked hash), and a broker restart without persistence loses the
-queues whole. Such a line has no record, no lease and no message: it would wait forever.
+queues whole. Such a line has its request in Redis but no record, no lease and no message: it
+would wait forever.
 
 Each sweep reads every message the broker holds for corral (the models' queues and the
 fleet's unacked hash, which holds what workers have taken: running, prefetched, or waiting
@@ -30,6 +31,8 @@ from corral.celery_app import RUN_JOB_TASK
 from corral.config import CorralConfig
 from corral.jobs import send_jobs
 from corral.redis_keys import BATCH_INDEX, PREFIX, BatchKeys
+from corral.store import Store
+from corral.stored_job import job_model
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +47,10 @@ SUSPECTS_TTL_INTERVALS = 3
 class Reconciler:
     """One sweep at a time across the fleet (a Redis lock), every `interval_s` per worker."""
 
-    def __init__(self, client: redis.Redis, app: Celery, config: CorralConfig, *,
+    def __init__(self, client: redis.Redis, store: Store, app: Celery, config: CorralConfig, *,
                  interval_s: float, broker_is_redis: bool) -> None:
         self._client = client
+        self._store = store
         self._app = app
         self._config = config
         self._interval_s = interval_s
@@ -82,11 +86,11 @@ class Reconciler:
 
     def _sweep_batch(self, batch_id: str, messaged: set[str]) -> int:
         keys = BatchKeys(batch_id)
-        status, total = self._client.hmget(keys.meta, "status", "total")
-        if status not in OPEN_STATUSES or self._client.hlen(keys.outcomes) >= int(total or 0):
+        status = self._client.hget(keys.meta, "status")
+        if status not in OPEN_STATUSES:
             self._client.delete(keys.suspects)
             return 0
-        adrift = dict(self._adrift_lines(keys, messaged))
+        adrift = dict(self._adrift_lines(batch_id, keys, messaged))
         seen_before = self._client.smismember(keys.suspects, list(adrift)) if adrift else []
         confirmed = [custom_id for custom_id, seen in zip(adrift, seen_before, strict=True)
                      if seen]
@@ -105,27 +109,32 @@ class Reconciler:
         return send_jobs(self._app, batch_id, [(custom_id, adrift[custom_id])
                                                for custom_id in confirmed])
 
-    def _adrift_lines(self, keys: BatchKeys, messaged: set[str]) -> Iterator[tuple[str, str]]:
-        """(custom_id, queue) of stored lines with no record, no lease and no message.
+    def _adrift_lines(self, batch_id: str, keys: BatchKeys,
+                      messaged: set[str]) -> Iterator[tuple[str, str]]:
+        """(custom_id, queue) of lines in flight (their request in Redis) with no record, no
+        lease and no message.
 
-        A stored request is parsed (for its model's queue) only once the line is found adrift:
-        failed lines keep theirs for `corral retry`, and a sweep need not read them all.
+        A line that has its record in the store but still its request in Redis (its worker
+        died between the two) is let go of here instead. A stored request is parsed (for its
+        model's queue) only once the line is found adrift.
         """
         candidates = [(str(custom_id), raw_job) for custom_id, raw_job
                       in self._client.hscan_iter(keys.bodies, count=SCAN_COUNT)
                       if custom_id not in messaged]
         for start in range(0, len(candidates), SCAN_COUNT):
             chunk = candidates[start:start + SCAN_COUNT]
+            ended = self._store.records.has_records(batch_id, [custom_id for custom_id, _
+                                                               in chunk])
+            if ended:
+                self._client.hdel(keys.bodies, *ended)
             pipe = self._client.pipeline(transaction=False)
-            pipe.hmget(keys.outcomes, [custom_id for custom_id, _ in chunk])
             for custom_id, _ in chunk:
                 pipe.exists(keys.lease(custom_id))
-            records, *leases = pipe.execute()
-            for (custom_id, raw_job), record, leased in zip(chunk, records, leases,
-                                                            strict=True):
-                if record is not None or leased:
+            leases = pipe.execute()
+            for (custom_id, raw_job), leased in zip(chunk, leases, strict=True):
+                if custom_id in ended or leased:
                     continue
-                model = self._config.models.get(_job_model(raw_job))
+                model = self._config.models.get(job_model(raw_job))
                 if model is not None:
                     yield custom_id, model.queue
 
@@ -161,7 +170,3 @@ def job_arguments(messages: Iterable[str]) -> Iterator[tuple[str, str]]:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             continue  # not a message of ours (or not one we can read): not evidence either
 
-
-def _job_model(raw_job: str) -> str:
-    """The model of a stored request, read from its prefix (corral/stored_job.py)."""
-    return str(json.loads(raw_job).get("model", ""))

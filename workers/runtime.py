@@ -12,11 +12,14 @@ import httpx
 
 from corral.config import CorralConfig, find_config_path, load_config
 from corral.jobs import send_jobs
-from corral.records import OutcomeStore
+from corral.records import LineEnds
 from corral.redis_client import connect, is_redis_url
 from corral.settings import get_settings
+from corral.store import forget_stores, open_store
+from corral.store.writer import StoreWriter
 from workers.buckets import BucketStore, LocalBucketStore, RedisBucketStore, UnlimitedBucketStore
 from workers.circuit import CircuitBreaker
+from workers.feeding import FeedingLoop
 from workers.job import JobRunner
 from workers.provider_client import HttpClients, ProviderClient
 from workers.rate_limiter import RateLimiter
@@ -44,11 +47,25 @@ def reconciler() -> Reconciler:
     return cast(Reconciler, _once("reconciler", _build_reconciler))
 
 
+def feeding_loop() -> FeedingLoop:
+    """This process's feeding loop (not started)."""
+    return cast(FeedingLoop, _once("feeding", _build_feeding_loop))
+
+
+def _build_feeding_loop() -> FeedingLoop:
+    from workers.app import app
+
+    settings = get_settings()
+    return FeedingLoop(connect(settings.redis_url), open_store(), app, _config(),
+                       depth=settings.queue_depth, interval_s=settings.feed_look_s,
+                       retention_s=settings.retention_s)
+
+
 def _build_reconciler() -> Reconciler:
     from workers.app import app
 
     settings = get_settings()
-    return Reconciler(connect(settings.redis_url), app, _config(),
+    return Reconciler(connect(settings.redis_url), open_store(), app, _config(),
                       interval_s=settings.reconcile_interval_s,
                       broker_is_redis=is_redis_url(settings.effective_broker_url))
 
@@ -74,16 +91,19 @@ def _build_runner() -> JobRunner:
         max_connections=None, max_keepalive_connections=256)), shared=not _gevent_patched())
     provider_client = ProviderClient(http, deadline_s=settings.request_deadline_s,
                                      connect_timeout_s=settings.connect_timeout_s)
-    store: BucketStore
+    buckets: BucketStore
     if settings.rate_limiter == "shared":
-        store = RedisBucketStore(client, period_s=settings.rate_period_s)
+        buckets = RedisBucketStore(client, period_s=settings.rate_period_s)
     elif settings.rate_limiter == "local":
-        store = LocalBucketStore(period_s=settings.rate_period_s)
+        buckets = LocalBucketStore(period_s=settings.rate_period_s)
     else:
-        store = UnlimitedBucketStore()
-    limiter = RateLimiter(store, max_wait_s=settings.max_capacity_wait_s)
+        buckets = UnlimitedBucketStore()
+    limiter = RateLimiter(buckets, max_wait_s=settings.max_capacity_wait_s)
+    store = open_store()
+    writer = StoreWriter(store.records, deadline_s=settings.store_write_deadline_s)
     return JobRunner(config=config, client=client,
-                     outcomes=OutcomeStore(client, retention_s=settings.retention_s),
+                     ends=LineEnds(client, writer, retention_s=settings.retention_s),
+                     batches=store.batches,
                      provider_client=provider_client, limiter=limiter,
                      circuit=CircuitBreaker(client, open_s=settings.circuit_open_s),
                      settings=settings, send_jobs=_send_jobs)
@@ -98,6 +118,7 @@ def _send_jobs(batch_id: str, jobs: list[tuple[str, str]]) -> int:
 def _forget_after_fork() -> None:
     global _lock
     _instances.clear()
+    forget_stores()  # a database connection must not be shared across a fork
     _lock = threading.RLock()
 
 

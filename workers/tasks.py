@@ -10,9 +10,11 @@ from celery.backends.base import DisabledBackend
 from celery.exceptions import Reject, Retry
 from celery.signals import task_revoked
 from redis import RedisError
+from sqlalchemy.exc import DBAPIError
 
 from corral.celery_app import RUN_JOB_TASK
 from corral.logs import job_context
+from corral.store.writer import StoreUnavailableError
 from workers.app import app
 from workers.delivery import RetryLater, Summary
 from workers.rate_limiter import ShuttingDownError
@@ -49,6 +51,10 @@ def _run_line(task: Task, batch_id: str, custom_id: str) -> Summary:
         # back (or stays unacked until the visibility timeout) rather than being dropped.
         log.warning("Redis error on %s/%s, requeueing: %s", batch_id, custom_id, err)
         raise Reject(f"Redis error: {type(err).__name__}", requeue=True) from err
+    except (StoreUnavailableError, DBAPIError) as err:
+        # Nothing is acked before its record is committed: the message goes back.
+        log.warning("record store error on %s/%s, requeueing: %s", batch_id, custom_id, err)
+        raise Reject(f"record store error: {type(err).__name__}", requeue=True) from err
     except Exception as err:
         # A bug must not silently drop a line: it ends with a record that says what broke.
         log.exception("unexpected error on %s/%s", batch_id, custom_id)

@@ -97,9 +97,11 @@ class BatchRows:
         if sent:
             unfed = unfed.where(~or_(*sent))
         with self._engine.begin() as connection:
+            # SQLAlchemy keeps an INSERT's rowcount only when asked (psycopg gave -1 here).
             ended = connection.execute(insert(records).from_select(
                 ["batch_id", "custom_id", "line_no", "error_code", "written_at"],
-                unfed.order_by(lines.c.line_no))).rowcount
+                unfed.order_by(lines.c.line_no)),
+                execution_options={"preserve_rowcount": True}).rowcount
             if ended:
                 connection.execute(update(batches).where(batches.c.id == batch_id)
                                    .values(failed=batches.c.failed + ended))
@@ -176,14 +178,16 @@ class BatchRows:
             return int(connection.execute(select(batches.c.rebuilds).where(
                 batches.c.id == batch_id)).scalar_one())
 
-    def lines_by_model(self, batch_id: str) -> Iterator[tuple[str, int, int]]:
-        """(model, lines, lines with a record) for each model of the batch."""
-        ended = func.count(records.c.seq)
+    def lines_by_model(self, batch_id: str) -> Iterator[tuple[str, int, int, int]]:
+        """(model, lines, lines with a result, lines with an error record) per model."""
+        results = func.count(records.c.seq) - func.count(records.c.error_code)
         with self._engine.connect() as connection:
             for row in connection.execute(
-                    select(lines.c.model, func.count().label("lines"), ended.label("ended"))
+                    select(lines.c.model, func.count().label("lines"),
+                           results.label("completed"),
+                           func.count(records.c.error_code).label("failed"))
                     .select_from(lines.outerjoin(records, and_(
                         records.c.batch_id == lines.c.batch_id,
                         records.c.custom_id == lines.c.custom_id)))
                     .where(lines.c.batch_id == batch_id).group_by(lines.c.model)):
-                yield str(row.model), int(row.lines), int(row.ended)
+                yield str(row.model), int(row.lines), int(row.completed), int(row.failed)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, literal, select, update
+from sqlalchemy import BigInteger, Engine, and_, case, cast, func, literal, select, update
 
 from corral.store.engine import upsert_insert
 from corral.store.schema import batches, ledger, lines, records
@@ -81,24 +81,33 @@ class RecordStore:
         self._clock = clock
 
     def write(self, new_records: Sequence[RecordRow],
-              calls: Sequence[LedgerRow] = ()) -> list[bool]:
+              calls: Sequence[LedgerRow] = ()) -> list[bool | None]:
         """Write records and ledger rows in one transaction (a group commit); returns, per
-        record, whether it was the line's first (a duplicate changes nothing).
+        record, whether it was the line's first (a duplicate changes nothing), or None when
+        its batch is gone (deleted): then nothing of it is written, so a late writer never
+        brings back part of a batch.
 
         A first record moves its batch's counts, writes the line's unsettled calls, and ends
         the batch when it was the last line (see `finish_batches`). Ledger rows are unique
         per (batch, custom_id, attempt): a billed row replaces an unsettled one of the same
         call (its worker was only slow); otherwise the first stays.
         """
-        written: list[bool] = []
+        written: list[bool | None] = []
         now = int(self._clock())
         with self._engine.begin() as connection:
+            wanted = {row.batch_id for row in new_records} | {call.batch_id for call in calls}
+            present = {str(batch_id) for batch_id in connection.execute(
+                select(batches.c.id).where(batches.c.id.in_(wanted))).scalars()} \
+                if wanted else set()
             # RETURNING, not rowcount, says whether it was new: the one both dialects agree on.
             insert_record = upsert_insert(self._engine, records).on_conflict_do_nothing(
                 index_elements=["batch_id", "custom_id"]).returning(records.c.seq)
             counts: dict[tuple[str, str], int] = {}
             billed: list[LedgerRow] = []
             for row in new_records:
+                if row.batch_id not in present:
+                    written.append(None)
+                    continue
                 line_no: Any = row.line_no if row.line_no is not None else select(
                     lines.c.line_no).where(lines.c.batch_id == row.batch_id,
                                            lines.c.custom_id == row.custom_id
@@ -118,8 +127,9 @@ class RecordStore:
             for (batch_id, column), amount in sorted(counts.items()):
                 connection.execute(update(batches).where(batches.c.id == batch_id).values(
                     {column: batches.c[column] + amount}))
-            if calls or billed:
-                self._write_calls(connection, [*billed, *calls], now)
+            billed.extend(call for call in calls if call.batch_id in present)
+            if billed:
+                self._write_calls(connection, billed, now)
             finish_batches(connection, sorted({batch_id for batch_id, _ in counts}), now)
         return written
 
@@ -185,9 +195,9 @@ class RecordStore:
             rows = connection.execute(
                 select(ledger.c.model, ledger.c.productive,
                        func.count().label("requests"),
-                       func.sum(ledger.c.input_tokens).label("input_tokens"),
-                       func.sum(ledger.c.cached_input_tokens).label("cached_input_tokens"),
-                       func.sum(ledger.c.output_tokens).label("output_tokens"),
+                       # PostgreSQL sums bigints as numeric (a Decimal); tokens stay ints.
+                       *(cast(func.sum(ledger.c[name]), BigInteger).label(name) for name in (
+                           "input_tokens", "cached_input_tokens", "output_tokens")),
                        func.sum(ledger.c.cost_usd).label("cost_usd"),
                        func.sum(ledger.c.list_cost_usd).label("list_cost_usd"))
                 .where(ledger.c.batch_id == batch_id, ledger.c.unsettled.is_(False))

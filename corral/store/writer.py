@@ -37,7 +37,7 @@ def is_transient(err: BaseException) -> bool:
         isinstance(err, DBAPIError) and err.connection_invalidated)
 
 
-class StoreWriter(Grouped[Write, list[bool]]):
+class StoreWriter(Grouped[Write, list[bool | None]]):
     """Writes each caller's records in one transaction shared with the callers that came while
     the last was committing; answers, per record, whether it was the line's first.
 
@@ -55,11 +55,13 @@ class StoreWriter(Grouped[Write, list[bool]]):
         self._sleep = sleep
         self._clock = clock
 
-    def write(self, records: Sequence[RecordRow], calls: Sequence[LedgerRow] = ()) -> list[bool]:
-        """Commit `records` and `calls` (grouped with other callers'); returns the new-flags."""
+    def write(self, records: Sequence[RecordRow],
+              calls: Sequence[LedgerRow] = ()) -> list[bool | None]:
+        """Commit `records` and `calls` (grouped with other callers'); returns, per record,
+        whether it was new (None: its batch is gone)."""
         return self.run([Write(records, calls)])[0]
 
-    def _send_all(self, requests: list[Write]) -> list[list[bool]]:
+    def _send_all(self, requests: list[Write]) -> list[list[bool | None]]:
         records = [record for request in requests for record in request.records]
         calls = [call for request in requests for call in request.calls]
         flags = self._commit(records, calls)
@@ -69,7 +71,8 @@ class StoreWriter(Grouped[Write, list[bool]]):
             start += len(request.records)
         return answers
 
-    def _commit(self, records: list[RecordRow], calls: list[LedgerRow]) -> list[bool]:
+    def _commit(self, records: list[RecordRow],
+                calls: list[LedgerRow]) -> list[bool | None]:
         give_up_at = self._clock() + self._deadline_s
         delay_s = RETRY_BASE_S
         while True:

@@ -2,20 +2,22 @@
 -- take the line's lease, count the attempt, mark the call in flight and hand back the stored
 -- request. One round trip.
 --
--- KEYS[1] outcomes  hash   custom_id -> terminal record
--- KEYS[2] meta      hash   status, expires_at (s)
--- KEYS[3] bodies    hash   custom_id -> stored request (JSON, corral/stored_job.py)
--- KEYS[4] attempts  hash   custom_id -> calls started, ever (numbers go on across reruns)
--- KEYS[5] lease     string the line's lease
--- KEYS[6] inflight  hash   custom_id#call -> call mark (JSON): set here, removed when settled
--- KEYS[7] reruns    hash   custom_id -> calls started before its latest `corral retry`
+-- KEYS[1] meta      hash   status, expires_at (s), call_offset
+-- KEYS[2] bodies    hash   custom_id -> stored request (JSON, corral/stored_job.py) of a line
+--                          in flight: a line that has its record has none
+-- KEYS[3] attempts  hash   custom_id -> calls started in this Redis (numbers go on across
+--                          reruns; they start past `call_offset`, set when Redis's part of
+--                          the batch was rebuilt from the store)
+-- KEYS[4] lease     string the line's lease
+-- KEYS[5] inflight  hash   custom_id#call -> call mark (JSON): set here, removed when settled
+-- KEYS[6] reruns    hash   custom_id -> calls started before its latest `corral retry`
 -- ARGV[1] custom_id
 -- ARGV[2] lease_ms  how long the lease holds (ms): one attempt's longest run
 -- ARGV[3] holder    who takes the lease (worker host and pid, for debugging)
 -- ARGV[4] client_request_id  the X-Client-Request-Id the call will carry
 -- ARGV[5] price_version      the worker's price table version
 -- Optionally, to take the call's rate-limit capacity in the same round trip:
--- KEYS[8] bucket    the scope's bucket hash (see bucket.lua)
+-- KEYS[7] bucket    the scope's bucket hash (see bucket.lua)
 -- ARGV[6] model     the model whose queue delivered the line
 -- ARGV[7] rpm       the scope's request capacity per period
 -- ARGV[8] tpm       the scope's token capacity per period
@@ -36,26 +38,23 @@
 -- rows); budgeted is 1 when the batch has a spending cap (max_cost_nusd); the rest is there
 -- when the capacity was taken (bucket.lua's admission, to settle the call with, and the
 -- levels it left). The verdict is
---   "done"      the line has its record: skip (a redelivery or duplicate)
 --   "leased"    another worker is running it now: try this message again after the lease's
 --               remaining time (attempt = that time in ms), never drop it
 --   "cancelled" the batch is being cancelled: end the line as batch_cancelled
 --   "expired"   the batch's completion window has passed: end it as batch_expired
---   "missing"   no stored request (the batch was deleted): skip
+--   "missing"   no stored request: the line has its record (a redelivery or duplicate), or
+--               the batch is gone: skip
 --   "run"       lease taken, attempt counted and marked in flight: call the provider
--- The lease key expires after lease_ms; record_outcome.lua deletes it when the line ends.
+-- The lease key expires after lease_ms; end_line.lua deletes it when the line ends.
 
 -- include: bucket_core
 
-local outcomes, meta, bodies, attempts, lease, inflight, reruns =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local meta, bodies, attempts, lease, inflight, reruns =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local custom_id, lease_ms, holder = ARGV[1], ARGV[2], ARGV[3]
 local client_request_id, price_version = ARGV[4], ARGV[5]
 
-if redis.call('HEXISTS', outcomes, custom_id) == 1 then
-  return {'done', 0, false}
-end
-local state = redis.call('HMGET', meta, 'status', 'expires_at', 'max_cost_nusd')
+local state = redis.call('HMGET', meta, 'status', 'expires_at', 'max_cost_nusd', 'call_offset')
 if state[1] == false then
   return {'missing', 0, false}
 end
@@ -75,8 +74,9 @@ end
 if not redis.call('SET', lease, holder, 'NX', 'PX', lease_ms) then
   return {'leased', math.max(redis.call('PTTL', lease), 1), false}
 end
-local call = redis.call('HINCRBY', attempts, custom_id, 1)
-local attempt = call - (tonumber(redis.call('HGET', reruns, custom_id)) or 0)
+local started = redis.call('HINCRBY', attempts, custom_id, 1)
+local attempt = started - (tonumber(redis.call('HGET', reruns, custom_id)) or 0)
+local call = started + (tonumber(state[4]) or 0)
 local now_ms = now * 1000 + math.floor(tonumber(time[2]) / 1000)
 -- The stored request's prefix holds what a mark needs; decode it whole only if it does not.
 local tokens, model, input_max, output_max = string.match(request,
@@ -90,9 +90,9 @@ redis.call('HSET', inflight, custom_id .. '#' .. call, cjson.encode({
   output_tokens_max = tonumber(output_max), started_ms = now_ms,
   client_request_id = client_request_id}))
 local budgeted = state[3] and 1 or 0
-if KEYS[8] and tokens and budgeted == 0 and attempt <= tonumber(ARGV[10])
+if KEYS[7] and tokens and budgeted == 0 and attempt <= tonumber(ARGV[10])
     and model == ARGV[6] then
-  local bucket = bucket_load(KEYS[8], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
+  local bucket = bucket_load(KEYS[7], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]),
                              now_ms)
   local taken = bucket_acquire(bucket, tonumber(tokens))
   if taken[1] == 1 then

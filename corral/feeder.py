@@ -1,38 +1,42 @@
-"""The feeder: tops each model's share of the queues up from a batch's spool as lines end.
+"""The feeder: tops each model's share of the queues up from the record store as lines end.
 
 A model may have `queue_depth` lines of all batches in the system at once (queued, running,
 or waiting to retry). Batches feeding one model share that depth equally, so a small batch
 submitted after a large one waits behind at most one share of it, not all of it. A share is
-topped up in chunks (once a quarter of it, or 1,000 lines, has room), not line by line. The cursor
-(lines and bytes fed per model) lives in the batch's meta, so a restarted feeder goes on
-where the last one stopped; at most the last chunk is sent twice, and a line's lease or
-record makes a second message a no-op.
+topped up in chunks (once a quarter of it, or 1,000 lines, has room), not line by line. The
+cursor (lines fed, and the last input line sent, per model) lives in the batch's meta, so a
+restarted feeder goes on where the last one stopped; at most the last chunk is sent twice,
+and a line's lease or record makes a second message a no-op.
+
+Any process may feed a batch: it takes the batch's feeder lock, a key with a short TTL that
+it renews while it feeds. The submitting process feeds first; every worker looks for batches
+nobody feeds (workers/feeding.py), so feeding goes on when that process dies. A batch whose
+Redis state was lost is rebuilt from the store first (corral/batch_state.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 from celery import Celery
 
 from corral import lua_scripts
+from corral.batch_state import rebuild_batch_state
 from corral.config import CorralConfig
 from corral.errors import BatchNotFoundError, CorralError
 from corral.jobs import send_jobs
 from corral.redis_keys import BatchKeys, feeding_key
 from corral.stats import by_model, lines_in_flight
-from producer.batches import lost_batch_error
-from producer.spool import model_file, read_model_lines, spool_root
+from corral.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +51,6 @@ class FeederBusyError(CorralError):
     """Another feeder is sending this batch's lines."""
 
 
-class SpoolMissingError(CorralError):
-    """The batch's spool is not on this machine."""
-
-
 @dataclass(frozen=True)
 class ModelCursor:
     """How far one model's lines of the batch have been fed."""
@@ -58,38 +58,42 @@ class ModelCursor:
     model: str
     lines: int
     fed: int
-    offset: int
+    last_line: int  # the input line number of the last line sent
 
 
 @dataclass(frozen=True)
 class FeedState:
-    """A batch's status, spool directory and per-model cursors, as its meta holds them."""
+    """A batch's status and per-model cursors, as its meta holds them."""
 
     status: str | None
-    spool: Path | None
     cursors: list[ModelCursor]
 
     @property
     def unfed(self) -> int:
-        """Lines still in the spool."""
+        """Lines not sent yet."""
         return sum(c.lines - c.fed for c in self.cursors)
+
+    def fed_through(self) -> dict[str, int]:
+        """Model → the input line number of the last line sent."""
+        return {cursor.model: cursor.last_line for cursor in self.cursors}
 
 
 def feed_state(meta: Mapping[str, str]) -> FeedState:
-    """Read the feeder's fields of a batch's meta (`lines:<m>`, `fed:<m>`, `fed_offset:<m>`)."""
+    """Read the feeder's fields of a batch's meta (`lines:<m>`, `fed:<m>`, `fed_line:<m>`)."""
     models = [name.removeprefix("lines:") for name in meta if name.startswith("lines:")]
     cursors = [ModelCursor(model, int(meta[f"lines:{model}"]), int(meta.get(f"fed:{model}", 0)),
-                           int(meta.get(f"fed_offset:{model}", 0))) for model in models]
-    return FeedState(meta.get("status"), Path(meta["spool"]) if meta.get("spool") else None,
-                     cursors)
+                           int(meta.get(f"fed_line:{model}", 0))) for model in models]
+    return FeedState(meta.get("status"), cursors)
 
 
 class Feeder:
     """Feeds one batch; `feed_once` is one top-up, `run` loops until every line is fed."""
 
-    def __init__(self, client: redis.Redis, app: Celery, config: CorralConfig, batch_id: str,
-                 *, depth: int, wait: Callable[[float], bool] | None = None) -> None:
+    def __init__(self, client: redis.Redis, store: Store, app: Celery, config: CorralConfig,
+                 batch_id: str, *, depth: int,
+                 wait: Callable[[float], bool] | None = None) -> None:
         self._client = client
+        self._store = store
         self._app = app
         self._config = config
         self._batch_id = batch_id
@@ -107,29 +111,25 @@ class Feeder:
         self._stop.set()
 
     def state(self) -> FeedState:
-        """The batch's feed state now.
+        """The batch's feed state now (Redis's part rebuilt from the store if Redis lost it).
 
         Raises:
-            BatchNotFoundError: no such batch, and no spool of it on this machine.
-            BatchLostError: Redis lost the batch (wholly or in part): its cursor is gone.
+            BatchNotFoundError: no such batch in the store.
         """
         meta: dict[str, str] = self._client.hgetall(self._keys.meta)  # type: ignore[assignment]
         if "id" not in meta:
-            if meta or (spool_root() / self._batch_id).exists():
-                raise self._lost()
-            raise BatchNotFoundError(f"no batch {self._batch_id!r} in this Redis")
+            if self._store.batches.get(self._batch_id) is None:
+                raise BatchNotFoundError(f"no batch {self._batch_id!r}")
+            rebuild_batch_state(self._client, self._store, self._batch_id)
+            meta = self._client.hgetall(self._keys.meta)  # type: ignore[assignment]
+            if "id" not in meta:
+                raise BatchNotFoundError(f"batch {self._batch_id!r} is being rebuilt")
         return feed_state(meta)
-
-    def _lost(self) -> BatchNotFoundError:
-        """The error for a batch Redis lost, naming its spool when it is on this machine."""
-        spool = spool_root() / self._batch_id
-        return lost_batch_error(self._batch_id, f", whose spool is still at {spool}"
-                                if spool.exists() else "")
 
     def feed_once(self, state: FeedState | None = None) -> int:
         """Send what each model's fair share has room for; returns the lines sent."""
         state = state or self.state()
-        if state.status != "in_progress" or state.spool is None:
+        if state.status != "in_progress":
             return 0
         live = by_model(self._client.hgetall(self._keys.stats))  # type: ignore[arg-type]
         now, _ = self._client.time()
@@ -144,7 +144,7 @@ class Feeder:
             # In chunks, not line by line as lines end: each top-up costs the feeder and
             # Redis a dozen calls, and the queue still holds the rest of the share.
             if room >= min(max(1, share // REFILL_PARTS), unfed, CHUNK_LINES):
-                sent += self._send(state.spool, cursor, room)
+                sent += self._send(cursor, room)
         return sent
 
     def run(self) -> int:
@@ -152,13 +152,7 @@ class Feeder:
 
         Raises:
             FeederBusyError: another feeder holds the batch.
-            SpoolMissingError: lines remain but their spool is not here.
         """
-        state = self.state()
-        if state.unfed and (state.spool is None or not state.spool.exists()):
-            raise SpoolMissingError(
-                f"batch {self._batch_id}: {state.unfed} lines wait in the spool {state.spool}, "
-                "which is not on this machine; run `corral feed` where the batch was submitted")
         self._take_lock()
         sent = 0
         try:
@@ -172,12 +166,20 @@ class Feeder:
                     self._wait(IDLE_S)
         finally:
             self._release()
-        state = self.state()
-        if state.spool is not None and (not state.unfed or state.status != "in_progress"):
-            # Nothing left to feed from it: every line is out, or the batch is closing (lines
-            # it never sent end as batch_cancelled or batch_expired from the input order).
-            shutil.rmtree(state.spool, ignore_errors=True)
         return sent
+
+    def feed_if_free(self) -> int:
+        """Top up until the shares are full, if no other process holds the batch's feeder
+        lock now (a worker's periodic look); returns the lines sent."""
+        if not self._client.set(self._keys.feeder, self._token, nx=True, px=LOCK_MS):
+            return 0
+        sent = 0
+        try:
+            while self._still_mine() and (fed := self.feed_once()):
+                sent += fed
+            return sent
+        finally:
+            self._release()
 
     def _share(self, model: str, now: int) -> int:
         """This batch's part of the model's depth: equal among the batches feeding it."""
@@ -190,26 +192,38 @@ class Feeder:
         feeding = int(pipe.execute()[2])
         return max(1, self._depth // max(1, feeding))
 
-    def _send(self, spool: Path, cursor: ModelCursor, room: int) -> int:
-        entries, offset = read_model_lines(model_file(spool, cursor.model), cursor.offset, room)
-        if not entries:
+    def _send(self, cursor: ModelCursor, room: int) -> int:
+        lines = self._store.lines.unended(self._batch_id, cursor.model, cursor.last_line, room)
+        if not lines:
+            # Every line of the model past the cursor has its record (ended meanwhile, or
+            # before Redis's part was rebuilt): nothing is left to send.
+            if not self._feed_cursor(keys=[self._keys.meta, self._keys.stats],
+                                     args=[cursor.model, cursor.lines, cursor.last_line, 0]):
+                raise BatchNotFoundError(f"batch {self._batch_id!r} left Redis while fed")
             return 0
         queue = self._config.models[cursor.model].queue
-        # Bodies before the jobs that point at them; the cursor after both. Lines of a chunk
-        # fed again (its feeder died before moving the cursor) that have ended are skipped.
-        stored = self._store_bodies(keys=[self._keys.bodies, self._keys.outcomes, self._keys.meta],
-                                    args=[part for entry in entries for part in entry])
+        # Bodies before the jobs that point at them; the cursor after both.
+        stored = self._store_bodies(keys=[self._keys.bodies, self._keys.meta],
+                                    args=[part for line in lines
+                                          for part in (line.custom_id, line.job)])
         if stored is None:
-            raise self._lost()
-        if stored:
-            send_jobs(self._app, self._batch_id, [(str(custom_id), queue)
-                                                  for custom_id in stored])
+            raise BatchNotFoundError(f"batch {self._batch_id!r} left Redis while fed")
+        send_jobs(self._app, self._batch_id, [(line.custom_id, queue) for line in lines])
         # The counts move with the cursor, in one write: a chunk fed again counts once.
         if not self._feed_cursor(keys=[self._keys.meta, self._keys.stats],
-                                 args=[cursor.model, cursor.fed + len(entries), offset,
-                                       len(entries)]):
-            raise self._lost()
-        return len(entries)
+                                 args=[cursor.model, cursor.fed + len(lines),
+                                       lines[-1].line_no, len(lines)]):
+            raise BatchNotFoundError(f"batch {self._batch_id!r} left Redis while fed")
+        return len(lines)
+
+    @contextmanager
+    def holding_lock(self) -> Iterator[None]:
+        """Hold the batch's feeder lock for a block (no chunk is on its way meanwhile)."""
+        self._take_lock()
+        try:
+            yield
+        finally:
+            self._release()
 
     def _take_lock(self) -> None:
         """Hold the batch's feeder lock, waiting out the lock of a feeder that died."""

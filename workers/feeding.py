@@ -1,0 +1,87 @@
+"""Every worker feeds the batches nobody is feeding, so feeding depends on no one process.
+
+Each look (every CORRAL_FEED_LOOK_S) lists the store's open batches; for each, a worker that
+gets the batch's feeder lock tops its queues up (and rebuilds Redis's part of it first, if
+Redis lost it: corral/batch_state.py). The submitting process holds the lock while it feeds,
+renewing it every fraction of a second; when it dies, the lock runs out in a few seconds and
+the next look of any worker goes on where it stopped. It also removes batches past retention.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from celery import Celery
+
+from corral.config import CorralConfig
+from corral.errors import CorralError
+from corral.feeder import Feeder
+from corral.redis_keys import BATCH_INDEX, BatchKeys
+from corral.store import Store
+
+log = logging.getLogger(__name__)
+
+RETENTION_LOOK_S = 3600.0
+
+
+class FeedingLoop:
+    """Looks for batches to feed every `interval_s`, in a daemon thread."""
+
+    def __init__(self, client: redis.Redis, store: Store, app: Celery, config: CorralConfig,
+                 *, depth: int, interval_s: float, retention_s: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._store = store
+        self._app = app
+        self._config = config
+        self._depth = depth
+        self._interval_s = interval_s
+        self._retention_s = retention_s
+        self._clock = clock
+        self._next_purge = 0.0
+        self._stop = threading.Event()
+
+    def look(self) -> int:
+        """Feed every open batch whose feeder lock is free; returns the lines sent."""
+        sent = 0
+        for batch_id in self._store.batches.open_ids():
+            feeder = Feeder(self._client, self._store, self._app, self._config, batch_id,
+                            depth=self._depth)
+            try:
+                sent += feeder.feed_if_free()
+            except CorralError as err:
+                log.info("batch %s not fed: %s", batch_id, err)
+        if self._clock() >= self._next_purge:
+            self._next_purge = self._clock() + RETENTION_LOOK_S
+            self.purge()
+        return sent
+
+    def purge(self) -> int:
+        """Remove the batches that ended more than the retention ago; returns how many."""
+        gone = self._store.batches.ended_before(int(self._clock()) - self._retention_s)
+        for batch_id in gone:
+            self._store.batches.delete(batch_id)
+            self._client.delete(*BatchKeys(batch_id).all())
+            self._client.zrem(BATCH_INDEX, batch_id)
+        if gone:
+            log.info("removed %d batches past retention", len(gone))
+        return len(gone)
+
+    def run_forever(self) -> None:
+        """Look every interval until `stop()`; errors are logged, never fatal."""
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.look()
+            except Exception:
+                log.exception("feeding look failed")
+
+    def start(self) -> None:
+        """Run in a daemon thread."""
+        threading.Thread(target=self.run_forever, name="corral-feeding", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
