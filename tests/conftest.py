@@ -12,6 +12,7 @@ import redis
 
 from corral.embedded_redis import EmbeddedRedis, is_reachable
 from corral.settings import get_settings
+from corral.store import Store, forget_stores, open_store
 from tests.postgres_server import postgres_url_fixture
 
 # Expected token counts in the tests are the script-aware estimate's, with or without tiktoken.
@@ -33,6 +34,24 @@ def redis_url() -> Iterator[str]:
         pytest.fail(f"CI: no Redis at {TEST_REDIS_URL}")
     with EmbeddedRedis() as server:
         yield server.url.rsplit("/", 1)[0] + "/13"
+
+
+@pytest.fixture(autouse=True)
+def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Each test's own record store: a SQLite file in its temp directory (CORRAL_STORE_URL,
+    inherited by the workers and CLI processes it starts)."""
+    url = f"sqlite:///{tmp_path / 'store' / 'corral.db'}"
+    monkeypatch.setenv("CORRAL_STORE_URL", url)
+    forget_stores()
+    get_settings.cache_clear()
+    yield url
+    forget_stores()
+
+
+@pytest.fixture()
+def store(store_url: str) -> Store:
+    """The test's record store, migrated."""
+    return open_store(store_url)
 
 
 @pytest.fixture()

@@ -27,6 +27,7 @@ FAST_TIMINGS = {
     "CORRAL_MAX_ATTEMPTS": "4",
     "CORRAL_MAX_CAPACITY_WAIT_S": "10",
     "CORRAL_RECONCILE_INTERVAL_S": "2",
+    "CORRAL_FEED_LOOK_S": "0.5",
 }
 SIM_KEY = "sk-sim-test-key"
 FLOWER_AUTH = ("corral", "flower-test-pass")
@@ -44,11 +45,12 @@ class Simulator:
 
 
 @pytest.fixture()
-def corral_env(redis_client, redis_url: str, tmp_path: Path) -> dict[str, str]:
-    """The environment every corral process of the test gets."""
+def corral_env(redis_client, redis_url: str, store_url: str) -> dict[str, str]:
+    """The environment every corral process of the test gets (its Redis database and its
+    own record store)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("CORRAL_")}
-    env.update(FAST_TIMINGS, CORRAL_REDIS_URL=redis_url, CORRAL_TEST_SIM_KEY=SIM_KEY,
-               CORRAL_SPOOL_DIR=str(tmp_path / "spool"), PYTHONUNBUFFERED="1")
+    env.update(FAST_TIMINGS, CORRAL_REDIS_URL=redis_url, CORRAL_STORE_URL=store_url,
+               CORRAL_TEST_SIM_KEY=SIM_KEY, PYTHONUNBUFFERED="1")
     return env
 
 

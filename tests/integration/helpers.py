@@ -23,24 +23,26 @@ def request(custom_id: str, model: str, text: str, **body: object) -> dict:
 
 
 def assert_complete(client, batch_id: str, total: int, served: int) -> dict:
-    """Every accepted line has exactly one terminal record, and no provider call that the
-    simulator served is missing from the cost report (billed + unsettled calls); every call
-    mark has moved to the ledger with its line's end."""
+    """Every accepted line has exactly one terminal record in the store, no provider call that
+    the simulator served is missing from the cost report (billed + unsettled calls), and Redis
+    holds nothing of the ended lines (no request, attempt count or call mark)."""
     from corral.redis_keys import BatchKeys
+    from corral.store import open_store
     from producer.batches import read_batch
     from producer.costs import batch_cost
-    from producer.results import iter_records
 
+    store = open_store()
     keys = BatchKeys(batch_id)
-    batch = read_batch(client, batch_id)
+    batch = read_batch(store, batch_id)
     counts = batch["request_counts"]
     assert counts["total"] == total
     assert counts["completed"] + counts["failed"] == total, counts
-    assert client.hlen(keys.outcomes) == total
-    exported = [record["custom_id"] for record in iter_records(client, batch_id)]
+    exported = [record["custom_id"] for record in store.records.iter_records(batch_id)]
     assert len(exported) == len(set(exported)) == total  # no line twice
     assert client.hlen(keys.inflight) == 0
-    cost = batch_cost(client, batch_id).total
+    assert client.hlen(keys.bodies) == 0
+    assert client.hlen(keys.attempts) == 0
+    cost = batch_cost(store, batch_id).total
     assert cost.requests + cost.unsettled_calls >= served, (cost, served)
     return batch
 
@@ -48,9 +50,10 @@ def assert_complete(client, batch_id: str, total: int, served: int) -> dict:
 def assert_each_line_called_once(client, batch_id: str, lines: int, served: int) -> None:
     """The provider served each line once, apart from calls whose outcome corral could not
     know (a timeout or a connection lost after sending), which it keeps as unsettled."""
+    from corral.store import open_store
     from producer.costs import batch_cost
 
-    unsettled = batch_cost(client, batch_id).total.unsettled_calls
+    unsettled = batch_cost(open_store(), batch_id, client=client).total.unsettled_calls
     assert lines <= served <= lines + unsettled, (lines, served, unsettled)
 
 
