@@ -70,6 +70,7 @@ class LineEnds:
                  retention_s: int = DEFAULT_RETENTION_S) -> None:
         self._retention_s = retention_s
         self._writer = writer
+        self._client = client
         # Ends share round trips with each other and with whatever else of the process runs
         # through this group (a worker's line starts).
         self.group_commit = GroupCommit(client)
@@ -77,7 +78,8 @@ class LineEnds:
         self._end_line = lua_scripts.register(client, "end_line")
 
     def end(self, batch_id: str, record: dict[str, Any], *, line_no: int | None = None,
-            call: LedgerRow | None = None, settled_call: str = "", model: str = "",
+            call: LedgerRow | None = None, settled_call: str = "", others: bool = True,
+            model: str = "",
             call_counts: dict[str, int] | None = None,
             meta_fields: dict[str, str] | None = None,
             along: Callable[[lua_scripts.ScriptCalls], None] | None = None) -> Written:
@@ -89,6 +91,9 @@ class LineEnds:
             line_no: its input line, when known (else the store looks it up).
             call: the ledger row of the billed call that produced it, if there was one.
             settled_call: the `inflight` field of the call whose outcome this is known to be.
+            others: whether the line may have other calls marked in flight (False when its
+                start found none: then their read is saved, and end_line.lua returns any
+                that came since).
             model: the model whose live counters (corral/stats.py) the record moves.
             call_counts: what the call behind the record adds to them (`CallStats`).
             meta_fields: fields to set on the batch's meta in Redis (its end_status, its
@@ -100,7 +105,7 @@ class LineEnds:
         error = record.get("error")
         marks = self.group_commit.run([(self._line_marks,
                                         [keys.meta, keys.attempts, keys.inflight],
-                                        [custom_id])])[0]
+                                        [custom_id])])[0] if others else []
         unsettled = [unsettled_row(batch_id, custom_id, int(number), mark)
                      for number, mark in zip(marks[::2], marks[1::2], strict=True)
                      if keys.call_id(custom_id, int(number)) != settled_call]
@@ -124,8 +129,19 @@ class LineEnds:
         calls.call(self._end_line, script_keys, [custom_id, *args])
         # Redis's part of the batch may be gone (lost with its data): the store has the
         # record, and a rebuild recounts from it, so this end stands either way.
-        self.group_commit.run(calls.calls)
+        _, *strays = self.group_commit.run(calls.calls)[-1]
+        if strays:
+            self._collect(batch_id, custom_id, strays)
         return Written.NEW if first else Written.DUPLICATE
+
+    def _collect(self, batch_id: str, custom_id: str, strays: list[Any]) -> None:
+        """Write marks that came after the line's end began as unsettled rows, then drop them
+        from Redis (in that order: a mark is never gone before its row is written)."""
+        rows = [unsettled_row(batch_id, custom_id, int(number), mark)
+                for number, mark in zip(strays[::2], strays[1::2], strict=True)]
+        self._writer.write([], rows)
+        self._client.hdel(BatchKeys(batch_id).inflight,
+                          *(BatchKeys.call_id(custom_id, row.attempt) for row in rows))
 
 
 def unsettled_row(batch_id: str, custom_id: str, attempt: int, mark: str) -> LedgerRow:

@@ -109,11 +109,11 @@ class JobRunner:
             return RetryLater(min(int(attempt) / 1000, self._settings.max_retry_delay_s),
                               "another worker holds the line's lease")
         if verdict == "run":
-            budgeted, call_number, *admission = ran
+            budgeted, call_number, others, *admission = ran
             admitted = (int(admission[0]), Admission(*map(int, admission[1:]))) \
                 if admission else None
             call = Call(keys.call_id(custom_id, int(call_number)), int(call_number),
-                        client_request_id)
+                        client_request_id, others=others == 1)
             try:
                 return self._attempt(batch_id, custom_id, int(attempt), json.loads(raw_job),
                                      call, budgeted=budgeted == 1, admitted=admitted)

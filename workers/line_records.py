@@ -37,11 +37,13 @@ class Call:
         mark: its field in the batch's `inflight` hash.
         number: the line's call number, counted on across reruns (its ledger `attempt`).
         client_request_id: the X-Client-Request-Id it is sent with.
+        others: whether an earlier call of the line was still marked in flight at its start.
     """
 
     mark: str
     number: int
     client_request_id: str
+    others: bool = True
 
 
 class LineRecords:
@@ -75,7 +77,7 @@ class LineRecords:
                            list_cost_usd=list_cost_usd,
                            client_request_id=call.client_request_id, row=entry)
         written = self._ends.end(batch_id, record, line_no=line_no, call=billed,
-                                 settled_call=call.mark, model=model.name,
+                                 settled_call=call.mark, others=call.others, model=model.name,
                                  call_counts=stats.increments(), along=settle)
         if written is Written.GONE:
             return _gone(batch_id, custom_id, model.name,

@@ -24,9 +24,12 @@
 -- ARGV[9] meta_fields  JSON object field -> value to set on the batch's meta (its
 --                      end_status, its last_error), or ""
 --
--- Returns 1 (first) or 0 (duplicate), or -2 when the batch is gone from Redis (its meta has
--- no id: deleted, or lost with Redis's data): then nothing is written, so a late writer never
--- recreates part of a batch (the store has the record; a rebuild recounts from it).
+-- Returns {1} (first) or {0} (duplicate), or {-2} when the batch is gone from Redis (its meta
+-- has no id: deleted, or lost with Redis's data): then nothing is written, so a late writer
+-- never recreates part of a batch (the store has the record; a rebuild recounts from it).
+-- A first record's reply goes on with {call, mark, ...} of any other mark the line still has
+-- (a call started after its end began, by a worker whose lease had run out): those stay in
+-- `inflight` until the caller has written them to the store as unsettled rows.
 -- When the last line lands, an in_progress or cancelling batch takes its end_status
 -- ("completed" by default; "failed" if no line succeeded), timestamps come from the Redis
 -- server clock, and every key in KEYS[9..] gets the retention TTL.
@@ -39,7 +42,7 @@ local marks, model, call_counts, error_code, meta_fields =
   ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 
 if redis.call('HEXISTS', meta, 'id') == 0 then
-  return -2
+  return {-2}
 end
 if meta_fields ~= '' then
   for field, value in pairs(cjson.decode(meta_fields)) do
@@ -54,23 +57,39 @@ local function count(name, amount)
   end
 end
 
+-- Marks of the line's calls this end does not settle: only a first record collects them.
+local settled, strays = {}, {}
+if marks ~= '' then
+  for _, field in ipairs(cjson.decode(marks)) do
+    settled[field] = true
+    redis.call('HDEL', inflight, field)
+  end
+end
+if first then
+  local offset = tonumber(redis.call('HGET', meta, 'call_offset')) or 0
+  local calls = tonumber(redis.call('HGET', attempts, custom_id)) or 0
+  for call = offset + 1, offset + calls do
+    local field = custom_id .. '#' .. call
+    local mark = not settled[field] and redis.call('HGET', inflight, field)
+    if mark then
+      strays[#strays + 1] = call
+      strays[#strays + 1] = mark
+    end
+  end
+end
+
 -- The line has its record (this one or an earlier one): nothing of it stays in flight.
 redis.call('DEL', lease)
 redis.call('HDEL', bodies, custom_id)
 redis.call('HDEL', attempts, custom_id)
 redis.call('HDEL', reruns, custom_id)
-if marks ~= '' then
-  for _, field in ipairs(cjson.decode(marks)) do
-    redis.call('HDEL', inflight, field)
-  end
-end
 if call_counts ~= '' then
   for name, amount in pairs(cjson.decode(call_counts)) do
     count(name, amount)
   end
 end
 if not first then
-  return 0
+  return {0}
 end
 
 redis.call('HINCRBY', meta, counter, 1)
@@ -93,4 +112,5 @@ if (status == 'in_progress' or status == 'cancelling') and completed + failed >=
     redis.call('EXPIRE', KEYS[i], retention_s)
   end
 end
-return 1
+table.insert(strays, 1, 1)
+return strays

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, and_, case, cast, func, literal, select, update
+from sqlalchemy import Engine, Numeric, and_, case, cast, func, literal, select, update
 
 from corral.store.engine import upsert_insert
 from corral.store.schema import batches, ledger, lines, records
@@ -190,19 +190,36 @@ class RecordStore:
                        "productive": bool(row.productive), "lane": row.lane}
 
     def ledger_totals(self, batch_id: str) -> list[dict[str, Any]]:
-        """Billed calls summed in SQL per (model, productive): requests, tokens, cost."""
+        """Billed calls summed per (model, productive): requests, tokens, cost, list cost.
+
+        PostgreSQL sums in SQL (money cast to NUMERIC, exact); SQLite, whose only decimal is a
+        float, sums tokens in SQL and money here in Decimal, streaming the rows.
+        """
+        billed = (ledger.c.batch_id == batch_id, ledger.c.unsettled.is_(False))
+        group = (ledger.c.model, ledger.c.productive)
+        tokens = (func.count().label("requests"),
+                  func.sum(ledger.c.input_tokens).label("input_tokens"),
+                  func.sum(ledger.c.cached_input_tokens).label("cached_input_tokens"),
+                  func.sum(ledger.c.output_tokens).label("output_tokens"))
         with self._engine.connect() as connection:
-            rows = connection.execute(
-                select(ledger.c.model, ledger.c.productive,
-                       func.count().label("requests"),
-                       # PostgreSQL sums bigints as numeric (a Decimal); tokens stay ints.
-                       *(cast(func.sum(ledger.c[name]), BigInteger).label(name) for name in (
-                           "input_tokens", "cached_input_tokens", "output_tokens")),
-                       func.sum(ledger.c.cost_usd).label("cost_usd"),
-                       func.sum(ledger.c.list_cost_usd).label("list_cost_usd"))
-                .where(ledger.c.batch_id == batch_id, ledger.c.unsettled.is_(False))
-                .group_by(ledger.c.model, ledger.c.productive)).all()
-        return [dict(row._mapping) for row in rows]
+            if self._engine.dialect.name == "postgresql":
+                return [dict(row._mapping) for row in connection.execute(
+                    select(*group, *tokens,
+                           func.sum(cast(ledger.c.cost_usd, Numeric)).label("cost_usd"),
+                           func.sum(cast(ledger.c.list_cost_usd, Numeric)).label(
+                               "list_cost_usd"))
+                    .where(*billed).group_by(*group))]
+            totals = {(row.model, bool(row.productive)): {
+                **row._mapping, "productive": bool(row.productive), "cost_usd": Decimal(0),
+                "list_cost_usd": Decimal(0)} for row in connection.execute(
+                    select(*group, *tokens).where(*billed).group_by(*group))}
+            money = connection.execution_options(yield_per=RECORDS_PER_READ).execute(
+                select(*group, ledger.c.cost_usd, ledger.c.list_cost_usd).where(*billed))
+            for row in money:
+                sums = totals[(row.model, bool(row.productive))]
+                sums["cost_usd"] += row.cost_usd
+                sums["list_cost_usd"] += row.list_cost_usd
+        return list(totals.values())
 
     def unsettled_rows(self, batch_id: str) -> list[dict[str, Any]]:
         """The batch's unsettled calls (few: killed workers, timeouts), as stored."""

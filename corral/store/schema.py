@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Dialect,
     Index,
     Integer,
     MetaData,
-    Numeric,
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 
-# Money: $ with 18 decimals, wide enough for any batch's total; never a float.
-MONEY = Numeric(38, 18)
+
+class DecimalText(TypeDecorator[Decimal]):
+    """Money: a Decimal kept as its exact text. SQLite has no decimal type (its NUMERIC is a
+    float), so the value never passes through one; PostgreSQL sums it cast to NUMERIC."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> str | None:
+        return None if value is None else format(Decimal(value), "f")
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+MONEY = DecimalText()
 ID = String(300)  # a custom_id is at most 256 characters (DESIGN §3)
 
 metadata = MetaData(naming_convention={

@@ -18,6 +18,7 @@ from corral.lua_scripts import script_source
 from corral.pricing import Usage, cost_and_list_cost
 from corral.redis_keys import FLEET_STATS, BatchKeys
 from corral.stats import by_model
+from corral.store import open_store
 from producer.views import wait_for_batch
 from tests.integration.helpers import request, write_jsonl
 
@@ -97,7 +98,7 @@ def test_every_line_ends_once_with_parseable_results_and_exact_cost(
     with CorralScriptCalls(redis_client) as scripts:
         workers = start_workers(config, ["corral.big", "corral.small"], processes=2,
                                 concurrency=8, pool=pool)
-        batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
+        batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=120)
     assert batch["status"] == "completed"
     # Two script calls a line: its start, which took its rate-limit capacity too (a separate
     # acquire would make three), and its record (with the settle, when there is one).
@@ -118,7 +119,11 @@ def test_every_line_ends_once_with_parseable_results_and_exact_cost(
     assert [r["custom_id"] for r in records] == [f"q-{i}" for i in range(240)]
     assert (tmp_path / "out.errors.jsonl").read_text() == ""
     assert len({r["id"] for r in records}) == 240
-    assert redis_client.hlen(BatchKeys(batch_id).outcomes) == 240
+    # The records are in the store; Redis keeps nothing of the lines, only the batch's meta
+    # and live counters.
+    assert open_store().records.count_records(batch_id) == 240
+    assert sorted(key for key in redis_client.scan_iter(f"corral:batch:{{{batch_id}}}*")) == \
+        sorted([BatchKeys(batch_id).meta, BatchKeys(batch_id).stats])
 
     models = load_config(config).models
     expected_cost = expected_list = Decimal(0)
@@ -170,7 +175,7 @@ def test_routes_are_kept_and_exported_on_request(tmp_path: Path, redis_client, w
         request("math", "auto", "prove it"), request("named", "cheap", "hello")])
     batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
     start_workers(config, ["corral.big", "corral.small"])
-    wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     out = tmp_path / "routes.jsonl"
     assert corral("results", batch_id, "-o", str(out), "--with-route",
                   config=config).returncode == 0

@@ -32,10 +32,12 @@
 -- killed, it times out): {"model", "price_version", "input_tokens_max", "output_tokens_max",
 -- "started_ms", "client_request_id"}, the bounds read from the stored request.
 --
--- Returns {verdict, attempt, request, budgeted, call[, tokens, nr, nt, now_ms,
+-- Returns {verdict, attempt, request, budgeted, call, others[, tokens, nr, nt, now_ms,
 -- requests_left, tokens_left]}: attempt counts this run's attempts (from 1 again after a
 -- `corral retry`), call numbers the line's calls for good (its inflight field and ledger
--- rows); budgeted is 1 when the batch has a spending cap (max_cost_nusd); the rest is there
+-- rows); budgeted is 1 when the batch has a spending cap (max_cost_nusd); others is 1 when
+-- an earlier call of the line is still marked in flight (so its end must collect it); the rest
+-- is there
 -- when the capacity was taken (bucket.lua's admission, to settle the call with, and the
 -- levels it left). The verdict is
 --   "leased"    another worker is running it now: try this message again after the lease's
@@ -89,6 +91,14 @@ redis.call('HSET', inflight, custom_id .. '#' .. call, cjson.encode({
   model = model, price_version = price_version, input_tokens_max = tonumber(input_max),
   output_tokens_max = tonumber(output_max), started_ms = now_ms,
   client_request_id = client_request_id}))
+local offset = tonumber(state[4]) or 0
+local others = 0
+for earlier = offset + 1, call - 1 do
+  if redis.call('HEXISTS', inflight, custom_id .. '#' .. earlier) == 1 then
+    others = 1
+    break
+  end
+end
 local budgeted = state[3] and 1 or 0
 if KEYS[7] and tokens and budgeted == 0 and attempt <= tonumber(ARGV[10])
     and model == ARGV[6] then
@@ -96,8 +106,8 @@ if KEYS[7] and tokens and budgeted == 0 and attempt <= tonumber(ARGV[10])
                              now_ms)
   local taken = bucket_acquire(bucket, tonumber(tokens))
   if taken[1] == 1 then
-    return {'run', attempt, request, budgeted, call, tonumber(tokens), taken[3], taken[4],
-            taken[5], taken[6], taken[7]}
+    return {'run', attempt, request, budgeted, call, others, tonumber(tokens), taken[3],
+            taken[4], taken[5], taken[6], taken[7]}
   end
 end
-return {'run', attempt, request, budgeted, call}
+return {'run', attempt, request, budgeted, call, others}
