@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, Numeric, and_, case, cast, func, literal, select, update
+from sqlalchemy import BigInteger, Engine, Numeric, and_, case, cast, func, literal, select, update
 
 from corral.store.engine import upsert_insert
 from corral.store.schema import batches, ledger, lines, records
@@ -197,10 +197,10 @@ class RecordStore:
         """
         billed = (ledger.c.batch_id == batch_id, ledger.c.unsettled.is_(False))
         group = (ledger.c.model, ledger.c.productive)
+        # PostgreSQL sums bigints as NUMERIC (a Decimal): cast back, so tokens are ints on both.
         tokens = (func.count().label("requests"),
-                  func.sum(ledger.c.input_tokens).label("input_tokens"),
-                  func.sum(ledger.c.cached_input_tokens).label("cached_input_tokens"),
-                  func.sum(ledger.c.output_tokens).label("output_tokens"))
+                  *(cast(func.sum(ledger.c[name]), BigInteger).label(name) for name in (
+                      "input_tokens", "cached_input_tokens", "output_tokens")))
         with self._engine.connect() as connection:
             if self._engine.dialect.name == "postgresql":
                 return [dict(row._mapping) for row in connection.execute(
