@@ -9,8 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from corral.config import load_config
 from corral.redis_keys import FLEET_STATS, BatchKeys, bucket_key
 from corral.stats import stat_field
-from producer.batches import create_batch
+from corral.store import Store
 from producer.exporter import CorralCollector, scrape_client
+from tests.store_batches import numbered, open_test_batch
 
 
 def scrape(collector: CorralCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -63,15 +64,15 @@ def test_counters_come_from_the_fleet_stats(redis_client, collector) -> None:
     assert value(samples, "corral_request_latency_seconds_count", model="small") == 0
 
 
-def test_buckets_queues_and_batches(redis_client, collector) -> None:
+def test_buckets_queues_and_batches(redis_client, store: Store, collector) -> None:
     seconds, micros = redis_client.time()
     now_ms = seconds * 1000 + micros // 1000
     redis_client.hset(bucket_key("sim:sim-big"), mapping={
         "r": 0, "t": 0, "ts": now_ms + 30000, "cool": now_ms + 30000})
     redis_client.rpush("corral.small", "job-1", "job-2")
-    running = create_batch(redis_client, total=5, models=["big"], input_file="a.jsonl")
+    running = open_test_batch(redis_client, store, numbered({"big": 5}))
     redis_client.hset(BatchKeys(running).meta, "completed", 2)
-    done = create_batch(redis_client, total=1, models=["big"], input_file="b.jsonl")
+    done = open_test_batch(redis_client, store, numbered({"big": 1}))
     redis_client.hset(BatchKeys(done).meta, mapping={"status": "completed", "completed": 1})
     samples = scrape(collector)
     assert value(samples, "corral_bucket_headroom_requests", scope="sim:sim-big") == 0

@@ -1,5 +1,6 @@
-"""The reconciler on a real Redis: mid-batch, with a busy fleet, it sends again only lines
-that two sweeps in a row found with no record, no lease and no message."""
+"""The reconciler on a real Redis and record store: mid-batch, with a busy fleet, it sends
+again only lines that two sweeps in a row found in flight with no record, no lease and no
+message."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from celery import Celery
 from corral.celery_app import create_app
 from corral.config import CorralConfig, load_config
 from corral.jobs import send_jobs
+from corral.records import result_record
 from corral.redis_keys import BatchKeys
-from corral.stored_job import stored_job
-from producer.batches import create_batch
+from corral.store import RecordRow, Store
+from tests.store_batches import feed, numbered, open_test_batch
 from workers.reconciler import KOMBU_UNACKED_KEY, LOCK_KEY, Reconciler, job_arguments
 
 QUEUE = "corral.small"
-BODY = {"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture()
@@ -35,18 +36,18 @@ def config(write_config) -> CorralConfig:
     return load_config(write_config())
 
 
-def stored_lines(client: redis.Redis, count: int) -> tuple[str, BatchKeys]:
-    batch_id = create_batch(client, total=count, models=["small"], input_file="x")
-    keys = BatchKeys(batch_id)
-    client.hset(keys.bodies, mapping={
-        f"l{i}": stored_job(tokens=10, model="small", default_max_tokens=8, body=BODY,
-                            route=None, line=i) for i in range(count)})
-    return batch_id, keys
+def fed_lines(client: redis.Redis, store: Store, count: int) -> tuple[str, BatchKeys]:
+    """A batch of `count` lines of "small" (small-0, small-1, ...), every one fed: its
+    request in Redis."""
+    batch_id = open_test_batch(client, store, numbered({"small": count}))
+    feed(client, store, batch_id)
+    return batch_id, BatchKeys(batch_id)
 
 
 def take_one(client: redis.Redis) -> None:
     """What a worker's consumer does with a message: from the queue into the unacked hash."""
     message = client.rpop(QUEUE)
+    assert isinstance(message, str)
     client.hset(KOMBU_UNACKED_KEY, "tag-1", json.dumps([json.loads(message), "", QUEUE]))
 
 
@@ -56,34 +57,42 @@ def sweep(reconciler: Reconciler, client: redis.Redis) -> int:
 
 
 def queued_ids(client: redis.Redis) -> list[str]:
-    return [custom_id for _, custom_id in job_arguments(client.lrange(QUEUE, 0, -1))]
+    messages = [str(message) for message in client.lrange(QUEUE, 0, -1)]
+    return [custom_id for _, custom_id in job_arguments(messages)]
 
 
 def test_only_lines_adrift_in_two_sweeps_are_sent_while_the_fleet_is_busy(
-        redis_client: redis.Redis, app: Celery, config: CorralConfig) -> None:
-    batch_id, keys = stored_lines(redis_client, 6)
-    redis_client.hset(keys.outcomes, "l0", "{}")  # ended
-    redis_client.set(keys.lease("l1"), "worker")  # running now
-    send_jobs(app, batch_id, [("l2", QUEUE), ("l3", QUEUE)])  # queued ...
-    take_one(redis_client)  # ... and l2 taken by a worker: the fleet's unacked hash is busy
-    # l4 and l5 have no record, no lease and no message.
-    reconciler = Reconciler(redis_client, app, config, interval_s=30, broker_is_redis=True)
+        redis_client: redis.Redis, store: Store, app: Celery, config: CorralConfig) -> None:
+    batch_id, keys = fed_lines(redis_client, store, 6)
+    # small-0 has its record, but its worker died before Redis dropped its request.
+    store.records.write([RecordRow(batch_id, "small-0",
+                                   result_record("small-0", request_id="r", body={}))])
+    redis_client.set(keys.lease("small-1"), "worker")  # running now
+    send_jobs(app, batch_id, [("small-2", QUEUE), ("small-3", QUEUE)])  # queued ...
+    take_one(redis_client)  # ... and small-2 taken by a worker: the unacked hash is busy
+    # small-4 and small-5 have no record, no lease and no message.
+    reconciler = Reconciler(redis_client, store, app, config, interval_s=30,
+                            broker_is_redis=True)
     assert sweep(reconciler, redis_client) == 0  # a first sighting may be a line in transit
-    assert redis_client.smembers(keys.suspects) == {"l4", "l5"}
-    send_jobs(app, batch_id, [("l5", QUEUE)])  # l5 was only in transit: its message arrives
+    assert redis_client.smembers(keys.suspects) == {"small-4", "small-5"}
+    assert not redis_client.hexists(keys.bodies, "small-0")  # let go of, never suspected
+    send_jobs(app, batch_id, [("small-5", QUEUE)])  # small-5 was in transit: it arrives
     assert sweep(reconciler, redis_client) == 1
-    assert sorted(queued_ids(redis_client)) == ["l3", "l4", "l5"]
-    assert sweep(reconciler, redis_client) == 0  # l4 has its message again
+    assert sorted(queued_ids(redis_client)) == ["small-3", "small-4", "small-5"]
+    assert sweep(reconciler, redis_client) == 0  # small-4 has its message again
     assert redis_client.smembers(keys.suspects) == set()
+    assert redis_client.hlen(keys.bodies) == 5  # only the ended line's request was dropped
 
 
-def test_an_ended_batch_is_not_swept(redis_client: redis.Redis, app: Celery,
+def test_an_ended_batch_is_not_swept(redis_client: redis.Redis, store: Store, app: Celery,
                                      config: CorralConfig) -> None:
-    _, keys = stored_lines(redis_client, 2)
+    _, keys = fed_lines(redis_client, store, 2)
     redis_client.hset(keys.meta, "status", "cancelled")
-    reconciler = Reconciler(redis_client, app, config, interval_s=30, broker_is_redis=True)
+    reconciler = Reconciler(redis_client, store, app, config, interval_s=30,
+                            broker_is_redis=True)
     assert sweep(reconciler, redis_client) == sweep(reconciler, redis_client) == 0
     assert redis_client.llen(QUEUE) == 0
+    assert not redis_client.exists(keys.suspects)
 
 
 def test_messages_that_are_not_corral_jobs_are_ignored() -> None:
