@@ -5,10 +5,11 @@ from __future__ import annotations
 import enum
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from corral import lua_scripts
 from corral.group_commit import GroupCommit
@@ -117,16 +118,13 @@ class LineEnds:
         settled = [keys.call_id(custom_id, row.attempt) for row in unsettled]
         if settled_call:
             settled.append(settled_call)
-        script_keys = [keys.meta, keys.attempts, keys.reruns, keys.lease(custom_id),
-                       keys.inflight, keys.bodies, keys.stats, FLEET_STATS, *keys.all()]
-        args = ["1" if first else "0", "failed" if error else "completed", self._retention_s,
-                _compact(settled) if settled else "", model,
-                _compact(call_counts) if call_counts else "", error["code"] if error else "",
-                _compact(meta_fields) if meta_fields else ""]
         calls = lua_scripts.ScriptCalls()
         if along is not None:
             along(calls)
-        calls.call(self._end_line, script_keys, [custom_id, *args])
+        calls.call(*end_line_call(self._end_line, batch_id, custom_id, first=first,
+                                  error_code=error["code"] if error else None,
+                                  retention_s=self._retention_s, settled=settled, model=model,
+                                  call_counts=call_counts, meta_fields=meta_fields))
         # Redis's part of the batch may be gone (lost with its data): the store has the
         # record, and a rebuild recounts from it, so this end stands either way.
         _, *strays = self.group_commit.run(calls.calls)[-1]
@@ -142,6 +140,21 @@ class LineEnds:
         self._writer.write([], rows)
         self._client.hdel(BatchKeys(batch_id).inflight,
                           *(BatchKeys.call_id(custom_id, row.attempt) for row in rows))
+
+
+def end_line_call(script: Script, batch_id: str, custom_id: str, *, first: bool,
+                  error_code: str | None, retention_s: int, settled: Sequence[str] = (),
+                  model: str = "", call_counts: dict[str, int] | None = None,
+                  meta_fields: dict[str, str] | None = None) -> lua_scripts.ScriptCall:
+    """The end_line.lua call that lets Redis drop a line whose record the store has (see
+    the script for what each argument does)."""
+    keys = BatchKeys(batch_id)
+    return (script, [keys.meta, keys.attempts, keys.reruns, keys.lease(custom_id),
+                     keys.inflight, keys.bodies, keys.stats, FLEET_STATS, *keys.all()],
+            [custom_id, "1" if first else "0", "failed" if error_code else "completed",
+             retention_s, _compact(list(settled)) if settled else "", model,
+             _compact(call_counts) if call_counts else "", error_code or "",
+             _compact(meta_fields) if meta_fields else ""])
 
 
 def unsettled_row(batch_id: str, custom_id: str, attempt: int, mark: str) -> LedgerRow:

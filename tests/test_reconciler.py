@@ -76,6 +76,9 @@ def test_only_lines_adrift_in_two_sweeps_are_sent_while_the_fleet_is_busy(
     assert sweep(reconciler, redis_client) == 0  # a first sighting may be a line in transit
     assert redis_client.smembers(keys.suspects) == {"small-4", "small-5"}
     assert not redis_client.hexists(keys.bodies, "small-0")  # let go of, never suspected
+    # ... and counted as it would have been: the batch's live counts agree with the store.
+    assert redis_client.hget(keys.meta, "completed") == "1"
+    assert redis_client.hget(keys.stats, "small|completed") == "1"
     send_jobs(app, batch_id, [("small-5", QUEUE)])  # small-5 was in transit: it arrives
     assert sweep(reconciler, redis_client) == 1
     assert sorted(queued_ids(redis_client)) == ["small-3", "small-4", "small-5"]

@@ -27,9 +27,12 @@ from collections.abc import Iterable, Iterator
 import redis
 from celery import Celery
 
+from corral import lua_scripts
 from corral.celery_app import RUN_JOB_TASK
 from corral.config import CorralConfig
 from corral.jobs import send_jobs
+from corral.lua_scripts import ScriptPipeline
+from corral.records import DEFAULT_RETENTION_S, end_line_call
 from corral.redis_keys import BATCH_INDEX, PREFIX, BatchKeys
 from corral.store import Store
 from corral.stored_job import job_model
@@ -48,9 +51,12 @@ class Reconciler:
     """One sweep at a time across the fleet (a Redis lock), every `interval_s` per worker."""
 
     def __init__(self, client: redis.Redis, store: Store, app: Celery, config: CorralConfig, *,
-                 interval_s: float, broker_is_redis: bool) -> None:
+                 interval_s: float, broker_is_redis: bool,
+                 retention_s: int = DEFAULT_RETENTION_S) -> None:
         self._client = client
         self._store = store
+        self._retention_s = retention_s
+        self._end_line = lua_scripts.register(client, "end_line")
         self._app = app
         self._config = config
         self._interval_s = interval_s
@@ -123,10 +129,10 @@ class Reconciler:
                       if custom_id not in messaged]
         for start in range(0, len(candidates), SCAN_COUNT):
             chunk = candidates[start:start + SCAN_COUNT]
-            ended = self._store.records.has_records(batch_id, [custom_id for custom_id, _
-                                                               in chunk])
+            ended = self._store.records.error_codes(batch_id, [custom_id for custom_id, _
+                                                                in chunk])
             if ended:
-                self._client.hdel(keys.bodies, *ended)
+                self._release(batch_id, ended, dict(chunk))
             pipe = self._client.pipeline(transaction=False)
             for custom_id, _ in chunk:
                 pipe.exists(keys.lease(custom_id))
@@ -137,6 +143,19 @@ class Reconciler:
                 model = self._config.models.get(job_model(raw_job))
                 if model is not None:
                     yield custom_id, model.queue
+
+    def _release(self, batch_id: str, ended: dict[str, str | None],
+                 jobs: dict[str, str]) -> None:
+        """Let Redis drop lines whose record the store has but whose end never reached Redis
+        (their worker died between the two): their request goes, their counts move."""
+        log.warning("batch %s: %d lines had their record but were still in flight in Redis "
+                    "(a worker died as they ended); letting go of them", batch_id, len(ended))
+        calls = ScriptPipeline(self._client)
+        for custom_id, error_code in ended.items():
+            calls.call(*end_line_call(self._end_line, batch_id, custom_id, first=True,
+                                      error_code=error_code, retention_s=self._retention_s,
+                                      model=job_model(jobs[custom_id])))
+        calls.execute()
 
     def run_forever(self) -> None:
         """Sweep every interval until `stop()`; errors are logged, never fatal."""

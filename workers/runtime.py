@@ -66,7 +66,7 @@ def _build_reconciler() -> Reconciler:
 
     settings = get_settings()
     return Reconciler(connect(settings.redis_url), open_store(), app, _config(),
-                      interval_s=settings.reconcile_interval_s,
+                      interval_s=settings.reconcile_interval_s, retention_s=settings.retention_s,
                       broker_is_redis=is_redis_url(settings.effective_broker_url))
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, delete, exists, func, insert, literal, or_, select, update
 
+from corral.store.engine import upsert_insert
 from corral.store.records import OPEN_STATUSES, finish_batches
 from corral.store.schema import batches, ledger, lines, records, retry_history
 
@@ -55,12 +56,13 @@ class BatchRows:
                 select(batches.c.id).where(batches.c.status.in_(OPEN_STATUSES))).scalars()]
 
     def cancel(self, batch_id: str) -> bool:
-        """Mark an open batch cancelling (it ends as cancelled); False when it was not open."""
+        """Mark an in-progress batch cancelling (it ends as cancelled); False when it was not
+        in progress (already cancelling, or ended)."""
         now = int(self._clock())
         with self._engine.begin() as connection:
             changed = connection.execute(
                 update(batches).where(batches.c.id == batch_id,
-                                      batches.c.status.in_(OPEN_STATUSES))
+                                      batches.c.status == "in_progress")
                 .values(status="cancelling", end_status="cancelled", cancelling_at=now)).rowcount
         return bool(changed)
 
@@ -98,9 +100,13 @@ class BatchRows:
             unfed = unfed.where(~or_(*sent))
         with self._engine.begin() as connection:
             # SQLAlchemy keeps an INSERT's rowcount only when asked (psycopg gave -1 here).
-            ended = connection.execute(insert(records).from_select(
-                ["batch_id", "custom_id", "line_no", "error_code", "written_at"],
-                unfed.order_by(lines.c.line_no)),
+            # A line whose record a worker writes meanwhile (one sent before Redis lost the
+            # batch) keeps that one: write-once, not a failed statement.
+            ended = connection.execute(
+                upsert_insert(self._engine, records).from_select(
+                    ["batch_id", "custom_id", "line_no", "error_code", "written_at"],
+                    unfed.order_by(lines.c.line_no)).on_conflict_do_nothing(
+                    index_elements=["batch_id", "custom_id"]),
                 execution_options={"preserve_rowcount": True}).rowcount
             if ended:
                 connection.execute(update(batches).where(batches.c.id == batch_id)
@@ -125,7 +131,8 @@ class BatchRows:
                     connection.execute(insert(retry_history).from_select(
                         ["batch_id", "custom_id", "record", "replaced_at"],
                         select(records.c.batch_id, records.c.custom_id,
-                               func.coalesce(records.c.record, records.c.error_code),
+                               func.coalesce(records.c.record, literal('{"error":{"code":"')
+                                             + records.c.error_code + literal('"}}')),
                                literal(now))
                         .where(records.c.batch_id == batch_id,
                                records.c.custom_id.in_(chunk))))

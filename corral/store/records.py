@@ -174,11 +174,15 @@ class RecordStore:
 
     def has_records(self, batch_id: str, custom_ids: Sequence[str]) -> set[str]:
         """Which of these lines have their record."""
+        return set(self.error_codes(batch_id, custom_ids))
+
+    def error_codes(self, batch_id: str, custom_ids: Sequence[str]) -> dict[str, str | None]:
+        """custom_id → its record's error code (None: a result) of these lines that have
+        their record."""
         with self._engine.connect() as connection:
-            return {str(custom_id) for custom_id in connection.execute(
-                select(records.c.custom_id).where(records.c.batch_id == batch_id,
-                                                  records.c.custom_id.in_(custom_ids))
-            ).scalars()}
+            return {str(row.custom_id): row.error_code for row in connection.execute(
+                select(records.c.custom_id, records.c.error_code).where(
+                    records.c.batch_id == batch_id, records.c.custom_id.in_(custom_ids)))}
 
     def ledger_rows(self, batch_id: str) -> Iterator[dict[str, Any]]:
         """The batch's ledger rows (billed and unsettled), as stored."""

@@ -84,7 +84,8 @@ records = Table(
            autoincrement=True),
     Column("batch_id", String(64), nullable=False),
     Column("custom_id", ID, nullable=False),
-    Column("line_no", Integer, nullable=False),  # its input line: `results --order input`
+    # Its input line (`results --order input`); None only for a line with no stored line.
+    Column("line_no", Integer),
     Column("error_code", String(64)),  # None for a result
     # The OpenAI batch output line (JSON); NULL for a line ended in bulk without a call
     # (batch_cancelled, batch_expired), whose record is made from its code when read.

@@ -71,7 +71,7 @@ def upgrade() -> None:
               nullable=False),
     sa.Column('batch_id', sa.String(length=64), nullable=False),
     sa.Column('custom_id', sa.String(length=300), nullable=False),
-    sa.Column('line_no', sa.Integer(), nullable=False),
+    sa.Column('line_no', sa.Integer(), nullable=True),
     sa.Column('error_code', sa.String(length=64), nullable=True),
     sa.Column('record', sa.Text(), nullable=True),
     sa.Column('written_at', sa.BigInteger(), nullable=False),
