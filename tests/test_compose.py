@@ -23,8 +23,12 @@ def test_docker_compose_file_is_valid() -> None:
         env={"PATH": "/usr/bin:/bin", "CORRAL_GATEWAY_KEY": "sk-test",
              "FLOWER_BASIC_AUTH": "user:pass"})
     assert result.returncode == 0, result.stderr
-    for service in ("redis:", "simulator:", "worker:", "flower:", "exporter:", "producer:"):
+    for service in ("postgres:", "redis:", "simulator:", "worker:", "flower:", "exporter:",
+                    "producer:"):
         assert service in result.stdout
+    # Every corral process keeps its records in the compose PostgreSQL, not a SQLite file
+    # inside its own container.
+    assert result.stdout.count("CORRAL_STORE_URL: postgresql+psycopg://corral:") == 5
     assert "noeviction" in result.stdout and "appendonly" in result.stdout
     assert "stop_grace_period: 5m30s" in result.stdout or "330s" in result.stdout
 
