@@ -142,6 +142,8 @@ def _feed_quietly(feeder: Feeder, batch_id: str) -> None:
     with the batch."""
     try:
         feeder.run()
+    except FeederBusyError:
+        pass  # a worker's feeding loop has the batch: it feeds the rest
     except (CorralError, redis.RedisError) as err:
         click.echo(f"corral: batch {batch_id}: this process stopped feeding ({err}); the "
                    "workers feed the rest", err=True)

