@@ -254,12 +254,16 @@ def cancel(session: Session, batch_id: str) -> None:
 @click.pass_obj
 def resume(session: Session, batch_id: str) -> None:
     """Queue again the lines with no record that lost their message (all of them, from the
-    record store, if Redis lost the batch), then feed the rest."""
+    record store, if Redis lost the batch), and top the queues up; the workers feed the rest."""
     requeued = lifecycle.resume(session.redis, session.store, session.app, session.config,
                                 batch_id)
-    click.echo(f"corral: {batch_id}: {requeued} lines in flight without a record sent again",
-               err=True)
-    fed = run_feeder(session, batch_id)
+    feeder = session.feeder(batch_id)
+    fed = 0
+    while sent := feeder.feed_once():
+        fed += sent
+    click.echo(f"corral: {batch_id}: {requeued} lines in flight without a record sent again, "
+               f"{fed} fed; {feeder.state().unfed} wait in the record store for the workers' "
+               "feeding", err=True)
     click.echo(requeued + fed)
 
 

@@ -24,17 +24,22 @@ from producer.batches import is_terminal, read_batch
 CHUNK = 1000  # lines per Redis scan or store query
 
 
-def _end_unfed(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str,
-               code: str) -> int:
-    """File `code` for every line not yet sent to the queues, in one statement, holding the
-    batch's feeder lock so no chunk is on its way meanwhile. Lines already sent end through
-    the workers (as `code`, unless they were running)."""
+def _end_unstarted(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str,
+                   code: str) -> int:
+    """File `code` for every line never started: those not yet sent to the queues, and
+    those queued that no worker took. Holds the batch's feeder lock, so no chunk is on its
+    way meanwhile. The caller has closed the batch in Redis first (cancelling, or past its
+    window), so no worker starts a line from then on: what is queued and unstarted now stays
+    so. Each record is committed before Redis drops the line's request."""
+    keys = BatchKeys(batch_id)
     with feeder.holding_lock():
         state = feeder.state()
-        ended = store.batches.end_unfed(batch_id, code, state.fed_through())
+        unstarted = _queued_unstarted(client, keys)
+        ended = store.batches.end_unfed(batch_id, code, state.fed_through(), unstarted)
         row = store.batches.get(batch_id)
         pipe = client.pipeline()
-        keys = BatchKeys(batch_id)
+        for start in range(0, len(unstarted), CHUNK):
+            pipe.hdel(keys.bodies, *unstarted[start:start + CHUNK])
         for cursor in state.cursors:  # nothing is left to feed
             pipe.hset(keys.meta, f"fed:{cursor.model}", cursor.lines)
         pipe.hincrby(keys.meta, "failed", ended)
@@ -45,11 +50,23 @@ def _end_unfed(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str,
     return ended
 
 
-def cancel(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str) -> int:
-    """Cancel a batch: lines not yet sent end as batch_cancelled now, without a provider call.
+def _queued_unstarted(client: redis.Redis, keys: BatchKeys) -> list[str]:
+    """Lines in flight (their request in Redis) that no worker has started."""
+    queued = [str(custom_id) for custom_id in client.hkeys(keys.bodies)]
+    unstarted: list[str] = []
+    for start in range(0, len(queued), CHUNK):
+        chunk = queued[start:start + CHUNK]
+        started = client.hmget(keys.attempts, chunk)
+        unstarted += [custom_id for custom_id, calls in zip(chunk, started, strict=True)
+                      if calls is None]
+    return unstarted
 
-    Lines already running finish (their results are kept); workers end the rest of the sent
-    ones as batch_cancelled when they next pick them up. Returns the lines ended now.
+
+def cancel(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str) -> int:
+    """Cancel a batch: lines not started end as batch_cancelled now, without a provider call.
+
+    Lines already running finish (their results are kept); a line waiting to retry ends as
+    batch_cancelled when a worker next picks it up. Returns the lines ended now.
     """
     read_batch(store, batch_id)
     if not store.batches.cancel(batch_id):
@@ -58,15 +75,16 @@ def cancel(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str) -> 
     assert row is not None
     client.hset(BatchKeys(batch_id).meta, mapping={
         "status": "cancelling", "end_status": "cancelled", "cancelling_at": row["cancelling_at"]})
-    return _end_unfed(client, store, feeder, batch_id, "batch_cancelled")
+    return _end_unstarted(client, store, feeder, batch_id, "batch_cancelled")
 
 
 def expire_if_due(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str) -> int:
-    """After the completion window, end every line not yet sent as batch_expired."""
+    """After the completion window, end every line not started as batch_expired (workers
+    start no line past the window)."""
     if not store.batches.expire(batch_id):
         return 0  # not due, or not in progress (a cancelling batch ends as cancelled)
     client.hset(BatchKeys(batch_id).meta, "end_status", "expired")
-    return _end_unfed(client, store, feeder, batch_id, "batch_expired")
+    return _end_unstarted(client, store, feeder, batch_id, "batch_expired")
 
 
 def resume(client: redis.Redis, store: Store, app: Celery, config: CorralConfig,

@@ -104,15 +104,17 @@ def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
     lines wait in the store for a feeder: `feed_in_thread`, or any worker's feeding loop.
     """
     config = session.config
+    client = session.redis  # unreachable: exit 3 before reading the file
+    created_at, _ = client.time()  # the Redis clock, which the workers' checks also use
     store = session.store
     batch_id = new_batch_id()
-    with LineIntake(store.engine, batch_id) as intake:
+    with LineIntake(store.engine, batch_id, clock=lambda: created_at) as intake:
         check = take_in(file, config, intake, report_rejected)
         if check.rejected and not skip_invalid:
             click.echo(f"corral: {check.rejected} bad line(s) in {file}; nothing enqueued "
                        "(--skip-invalid runs the valid lines)", err=True)
             raise SystemExit(EXIT_USAGE)  # leaving the block rolls the intake back
-        open_batch(session.redis, store, file, config, batch_id, intake, check,
+        open_batch(client, store, file, config, batch_id, intake, check, created_at,
                    completion_window=completion_window, max_cost_usd=max_cost_usd)
     feeder = session.feeder(batch_id)
     queued = 0

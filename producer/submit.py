@@ -93,11 +93,12 @@ def take_in(path: Path, config: CorralConfig, intake: LineIntake,
 
 
 def open_batch(client: redis.Redis, store: Store, path: Path, config: CorralConfig,
-               batch_id: str, intake: LineIntake, check: FileCheck, *, completion_window: str,
+               batch_id: str, intake: LineIntake, check: FileCheck, created_at: int, *,
+               completion_window: str,
                max_cost_usd: Decimal | None = None) -> str:
-    """Commit a file taken in as a batch (its lines and refused lines' records), then give
-    it its state in Redis; the feeder sends its lines from the store (`corral/feeder.py`)."""
-    created_at, _ = client.time()  # the Redis clock, which the workers' checks also use
+    """Commit a file taken in as a batch created at `created_at` (s, the Redis clock, as the
+    intake's), with its lines and refused lines' records, then give it its state in Redis;
+    the feeder sends its lines from the store (`corral/feeder.py`)."""
     intake.finish(total=check.total, completion_window=completion_window,
                   expires_at=expires_at(created_at, completion_window),
                   input_file=str(path.resolve()),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from corral.store.records import OPEN_STATUSES, finish_batches
 from corral.store.schema import batches, ledger, lines, records, retry_history
 
 ALL_TABLES = (records, ledger, lines, retry_history)
+IDS_PER_QUERY = 500  # custom_ids per IN list: well inside both databases' parameter limits
 
 
 @dataclass(frozen=True)
@@ -82,37 +83,41 @@ class BatchRows:
             connection.execute(update(batches).where(batches.c.id == batch_id)
                                .values(last_error=json.dumps(error)))
 
-    def end_unfed(self, batch_id: str, code: str, fed_through: dict[str, int]) -> int:
-        """Give every line past its model's feed cursor (line numbers up to `fed_through`
-        were sent) that has no record a `code` record, in one statement; returns how many.
+    def end_unfed(self, batch_id: str, code: str, fed_through: dict[str, int],
+                  unstarted: Sequence[str] = ()) -> int:
+        """Give a `code` record, in one transaction, to every line that has none and either
+        lies past its model's feed cursor (line numbers up to `fed_through` were sent) or is
+        one of `unstarted` (sent, but never started); returns how many.
 
-        The records are stored without text (see `corral.store.records.bulk_record`).
+        The records are stored without text (see `corral.store.records.bulk_record`). A line
+        whose record a worker writes meanwhile keeps that one: write-once, not a failure.
         """
         now = int(self._clock())
+        unended = select(lines.c.batch_id, lines.c.custom_id, lines.c.line_no,
+                         literal(code).label("error_code"), literal(now).label("written_at")
+                         ).where(lines.c.batch_id == batch_id,
+                                 ~exists().where(records.c.batch_id == lines.c.batch_id,
+                                                 records.c.custom_id == lines.c.custom_id))
         sent = [and_(lines.c.model == model, lines.c.line_no <= line_no)
                 for model, line_no in fed_through.items()]
-        unfed = select(lines.c.batch_id, lines.c.custom_id, lines.c.line_no,
-                       literal(code).label("error_code"), literal(now).label("written_at")
-                       ).where(lines.c.batch_id == batch_id,
-                               ~exists().where(records.c.batch_id == lines.c.batch_id,
-                                               records.c.custom_id == lines.c.custom_id))
-        if sent:
-            unfed = unfed.where(~or_(*sent))
+        chosen = [unended.where(~or_(*sent)) if sent else unended]
+        chosen += [unended.where(lines.c.custom_id.in_(unstarted[start:start + IDS_PER_QUERY]))
+                   for start in range(0, len(unstarted), IDS_PER_QUERY)]
+        ended = 0
         with self._engine.begin() as connection:
-            # SQLAlchemy keeps an INSERT's rowcount only when asked (psycopg gave -1 here).
-            # A line whose record a worker writes meanwhile (one sent before Redis lost the
-            # batch) keeps that one: write-once, not a failed statement.
-            ended = connection.execute(
-                upsert_insert(self._engine, records).from_select(
-                    ["batch_id", "custom_id", "line_no", "error_code", "written_at"],
-                    unfed.order_by(lines.c.line_no)).on_conflict_do_nothing(
-                    index_elements=["batch_id", "custom_id"]),
-                execution_options={"preserve_rowcount": True}).rowcount
+            for query in chosen:
+                # SQLAlchemy keeps an INSERT's rowcount only when asked (psycopg gave -1).
+                ended += connection.execute(
+                    upsert_insert(self._engine, records).from_select(
+                        ["batch_id", "custom_id", "line_no", "error_code", "written_at"],
+                        query.order_by(lines.c.line_no)).on_conflict_do_nothing(
+                        index_elements=["batch_id", "custom_id"]),
+                    execution_options={"preserve_rowcount": True}).rowcount or 0
             if ended:
                 connection.execute(update(batches).where(batches.c.id == batch_id)
                                    .values(failed=batches.c.failed + ended))
                 finish_batches(connection, [batch_id], now)
-        return int(ended or 0)
+        return ended
 
     def reopen(self, batch_id: str, codes: set[str] | None = None) -> tuple[
             list[ReopenedLine], int]:

@@ -96,3 +96,16 @@ def ledger_rows(batch_id: str, url: str | None = None) -> list[dict]:
     from corral.store import open_store
 
     return list(open_store(url).records.ledger_rows(batch_id))
+
+
+def retry_history(batch_id: str, url: str | None = None) -> list[dict]:
+    """The records `corral retry` replaced, oldest first, from the test's store."""
+    from sqlalchemy import select
+
+    from corral.store import open_store
+    from corral.store.schema import retry_history as history
+
+    with open_store(url).engine.connect() as connection:
+        return [json.loads(record) for record in connection.execute(
+            select(history.c.record).where(history.c.batch_id == batch_id)
+            .order_by(history.c.id)).scalars()]

@@ -10,9 +10,11 @@ import pytest
 
 from corral.redis_keys import BatchKeys
 from corral.stats import by_model
+from corral.store import open_store
+from producer.batches import read_batch
 from producer.costs import batch_cost
 from producer.views import wait_for_batch
-from tests.integration.helpers import assert_complete, request, write_jsonl
+from tests.integration.helpers import assert_complete, request, stored_records, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -29,16 +31,17 @@ def test_a_batch_cap_is_never_passed_by_several_workers(tmp_path: Path, redis_cl
     assert submitted.returncode == 0, submitted.stderr
     batch_id = json.loads(submitted.stdout)["id"]
     start_workers(config, ["corral.small"], processes=3, concurrency=8)
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
 
-    spent = batch_cost(redis_client, batch_id).total.cost_usd
+    spent = batch_cost(open_store(), batch_id, client=redis_client).total.cost_usd
     assert 0 < spent <= cap  # every call reserved its worst case first: never past the cap
-    records = [json.loads(r) for r in redis_client.hvals(BatchKeys(batch_id).outcomes)]
+    records = list(stored_records(batch_id).values())
     exceeded = [r for r in records if r["error"] and r["error"]["code"] == "budget_exceeded"]
     completed = batch["request_counts"]["completed"]
     assert len(exceeded) + completed == 200 and len(exceeded) > 100
     assert sim.stats()["served"] == completed  # nothing more was spent once the cap was hit
-    assert Decimal(batch["spent_usd"]) >= spent  # the fleet-wide counter, rounded up
+    live = read_batch(open_store(), batch_id, redis_client)  # with its live spend from Redis
+    assert Decimal(live["spent_usd"]) >= spent  # the fleet-wide counter, rounded up
     assert_complete(redis_client, batch_id, 200, sim.stats()["served"])
 
 
@@ -53,7 +56,7 @@ def test_context_length_exceeded_reroutes_once_to_the_fallback(tmp_path: Path, r
                                                     request("short", "small", "hi")])
     batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
     start_workers(config, ["corral.small", "corral.big"])
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
     out = tmp_path / "out.jsonl"
     assert corral("results", batch_id, "-o", str(out), "--with-route",
@@ -84,7 +87,7 @@ def test_lines_that_fall_back_leave_their_models_share_so_the_feeder_goes_on(
     assert submitted.returncode == 0, submitted.stderr
     batch_id = submitted.stdout.strip()
     start_workers(config, ["corral.small", "corral.big"])
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": lines, "completed": lines, "failed": 0}
     live = by_model(redis_client.hgetall(BatchKeys(batch_id).stats))
     assert live["small"]["rerouted"] == -lines and live["big"]["rerouted"] == lines

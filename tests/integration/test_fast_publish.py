@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.store import open_store
 from producer.views import wait_for_batch
 from tests.integration.helpers import request, write_jsonl
 
@@ -44,7 +45,7 @@ def test_submitted_messages_carry_pointers_only_and_workers_complete_them(
     assert seen == {line["custom_id"] for line in lines}
 
     start_workers(config, list(QUEUES), processes=1, concurrency=8)
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=90)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=90)
     assert batch["status"] == "completed"
     assert batch["request_counts"] == {"total": 120, "completed": 120, "failed": 0}
     assert sim.stats()["served"] == 120

@@ -7,9 +7,10 @@ accounting covers every call the simulator served (see helpers.assert_complete).
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -19,14 +20,19 @@ import pytest
 import redis
 
 from corral.embedded_redis import EmbeddedRedis
-from corral.redis_keys import BatchKeys
+from corral.redis_keys import BATCH_INDEX, BatchKeys
 from corral.stats import stat_field
+from corral.store import open_store
 from producer.views import wait_for_batch
 from tests.integration.helpers import (
     assert_complete,
     assert_each_line_called_once,
+    completion_order,
     poll,
+    record_count,
     request,
+    retry_history,
+    stored_records,
     write_jsonl,
 )
 from workers.reconciler import job_arguments
@@ -40,7 +46,7 @@ QUICK_RECOVERY = {"CORRAL_REQUEST_DEADLINE_S": "2", "CORRAL_MAX_CAPACITY_WAIT_S"
 
 
 def finished(client: redis.Redis, batch_id: str) -> int:
-    return client.hlen(BatchKeys(batch_id).outcomes)
+    return record_count(batch_id)
 
 
 def lines(count: int, prefix: str = "l") -> list[dict]:
@@ -58,7 +64,7 @@ def test_1_sigkill_one_of_three_workers_at_30_percent(tmp_path: Path, redis_clie
                       config=config, env_extra=QUICK_RECOVERY).stdout.strip()
     poll(lambda: finished(redis_client, batch_id) >= 300, timeout_s=60.0)
     workers[0].process.send_signal(signal.SIGKILL)
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=90)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=90)
     assert batch["status"] == "completed"
     served = sim.stats()["served"]
     assert_complete(redis_client, batch_id, 1000, served)
@@ -93,7 +99,7 @@ def test_2_redis_restart_with_aof_mid_batch(tmp_path: Path, redis_client, write_
         poll(lambda: finished(client, batch_id) >= 150, timeout_s=60.0)
         server.stop()  # SHUTDOWN flushes the AOF, as a restart for maintenance would
         server = EmbeddedRedis(port=server.port, data_dir=data_dir, appendonly=True).start()
-        batch = wait_for_batch(client, batch_id, show_progress=False, timeout_s=120)
+        batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=120)
         assert batch["status"] == "completed"
         assert_complete(client, batch_id, 600, sim.stats()["served"])
         assert finished(client, batch_id) == 600
@@ -115,7 +121,7 @@ def test_3_a_429_storm_pauses_every_worker_for_retry_after(tmp_path: Path, redis
     started = time.monotonic()
     batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(200))),
                       config=config, env_extra=patient).stdout.strip()
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=120)
     assert batch["request_counts"] == {"total": 200, "completed": 200, "failed": 0}
     assert time.monotonic() - started >= storm_s  # it really waited the storm out
 
@@ -142,18 +148,18 @@ def test_4_random_5xx_and_hung_responses_are_retried_or_recorded(
     start_workers(config, ["corral.small"], processes=2, concurrency=16, env=env)
     batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(400))),
                       config=config, env_extra=env).stdout.strip()
-    wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
+    wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=120)
     stats = sim.stats()
     batch = assert_complete(redis_client, batch_id, 400, stats["served"])
     assert stats["hung"] > 0 and int(stats["by_status"].get("500", 0)) > 0
-    records = [json.loads(r) for r in
-               redis_client.hvals(BatchKeys(batch_id).outcomes)]
+    records = list(stored_records(batch_id).values())
     codes = {r["error"]["code"] for r in records if r["error"]}
     assert codes <= {"server_error_exhausted", "timeout_exhausted"}
     # 0.32^4 ≈ 1% of lines may exhaust their four attempts; the rest must succeed.
     assert batch["request_counts"]["completed"] >= 380
-    attempts = [int(a) for a in redis_client.hvals(BatchKeys(batch_id).attempts)]
-    assert max(attempts) <= 4 and sum(attempts) > 400
+    # Lines were retried, and none was tried more than four times.
+    retries = redis_client.hget(BatchKeys(batch_id).stats, stat_field("small", "retries"))
+    assert int(retries or 0) > 0 and stats["requests"] <= 4 * 400
 
 
 def test_5_sigterm_mid_request_finishes_running_jobs_and_requeues_the_rest(
@@ -169,7 +175,7 @@ def test_5_sigterm_mid_request_finishes_running_jobs_and_requeues_the_rest(
     first.process.send_signal(signal.SIGTERM)
     first.process.wait(timeout=30)
     assert time.monotonic() - stopping < 10  # bounded: one request, not the whole backlog
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=90)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=90)
     assert batch["request_counts"] == {"total": 40, "completed": 40, "failed": 0}
     stats = sim.stats()
     assert stats["served"] == 40  # the calls running at SIGTERM finished; none was redone
@@ -177,43 +183,58 @@ def test_5_sigterm_mid_request_finishes_running_jobs_and_requeues_the_rest(
     assert second.process.poll() is None
 
 
-def test_6_sigkill_the_feeder_halfway_then_resume_feeds_only_the_rest(
-        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
-        corral) -> None:
+def test_6_sigkill_the_feeding_process_halfway_and_the_workers_feed_the_rest(
+        tmp_path: Path, redis_client, corral_env, write_config, start_simulator,
+        start_workers) -> None:
     sim = start_simulator()
     config = write_config(f"{sim.base_url}/v1")
     total = 10_000
     depth = {"CORRAL_QUEUE_DEPTH": "500"}
-    submitted = corral("submit", str(write_jsonl(tmp_path / "big.jsonl", lines(total))),
-                       config=config, env_extra=depth)
-    assert submitted.returncode == 0, submitted.stderr
-    batch_id = submitted.stdout.strip()
-    keys = BatchKeys(batch_id)
-    assert int(redis_client.hget(keys.meta, "fed:small")) == 500  # the first share only
-    poll(lambda: redis_client.get(keys.feeder) is not None, timeout_s=60.0)  # the detached feeder
-    feeder_pid = int(redis_client.get(keys.feeder).split(":")[1])
-
-    start_workers(config, ["corral.small"], processes=2, concurrency=16)
-    poll(lambda: int(redis_client.hget(keys.meta, "fed:small")) >= total * 0.3,
-         timeout_s=60.0, interval_s=0.005)
-    os.kill(feeder_pid, signal.SIGKILL)
-    fed = int(redis_client.hget(keys.meta, "fed:small"))
-    assert fed < total  # really killed halfway
-
-    resumed = corral("resume", batch_id, config=config, env_extra=depth)
-    assert resumed.returncode == 0, resumed.stderr
-    assert int(resumed.stdout) >= total - fed
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=150)
+    submit = subprocess.Popen(
+        [sys.executable, "-m", "producer", "submit", "--wait",
+         str(write_jsonl(tmp_path / "big.jsonl", lines(total)))],
+        env={**corral_env, **depth, "CORRAL_CONFIG": str(config)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The submitting process feeds the batch (it holds the feeder lock) ...
+        holder = poll(lambda: redis_client.get(f"corral:batch:{{{batch_of(redis_client)}}}"
+                                               ":feeder"), timeout_s=60.0)
+        assert int(holder.split(":")[1]) == submit.pid
+        batch_id = batch_of(redis_client)
+        keys = BatchKeys(batch_id)
+        start_workers(config, ["corral.small"], processes=2, concurrency=16, env=depth)
+        poll(lambda: int(redis_client.hget(keys.meta, "fed:small")) >= total * 0.3,
+             timeout_s=60.0, interval_s=0.005)
+        # ... and dies halfway, with nobody to type a command.
+        submit.kill()
+        submit.wait(timeout=10)
+        killed_at = time.monotonic()
+        fed = int(redis_client.hget(keys.meta, "fed:small"))
+        assert fed < total  # really killed halfway
+        poll(lambda: int(redis_client.hget(keys.meta, "fed:small")) > fed, timeout_s=30.0,
+             interval_s=0.05)
+        taken_over_s = time.monotonic() - killed_at
+        assert taken_over_s < 30  # a worker took the batch over (its lock runs out in 5 s)
+        holder = redis_client.get(keys.feeder)
+        assert holder is None or int(holder.split(":")[1]) != submit.pid
+        batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=150)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
     assert batch["request_counts"] == {"total": total, "completed": total, "failed": 0}
     served = sim.stats()["served"]
-    # Lines fed twice never became duplicate calls.
+    # A chunk fed twice (the dead feeder had not moved its cursor) never became a second call.
     assert_each_line_called_once(redis_client, batch_id, total, served)
     assert_complete(redis_client, batch_id, total, served)
-    assert redis_client.hlen(keys.bodies) == 0  # completed lines leave nothing behind
-    assert not (tmp_path / "spool" / batch_id).exists()
     # Each line counts once as sent, a chunk fed again included.
     assert int(redis_client.hget(keys.meta, "enqueued")) == total
     assert int(redis_client.hget(keys.stats, stat_field("small", "enqueued"))) == total
+
+
+def batch_of(client: redis.Redis) -> str | None:
+    """The one batch this test's Redis lists, once submitted."""
+    ids = client.zrange(BATCH_INDEX, 0, -1)
+    return str(ids[0]) if ids else None
 
 
 def test_7_invalid_key_fails_fast_then_retry_after_the_fix_completes(
@@ -229,7 +250,7 @@ def test_7_invalid_key_fails_fast_then_retry_after_the_fix_completes(
     workers = start_workers(config, ["corral.small"], processes=2, concurrency=4)
     batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(100))),
                       config=config).stdout.strip()
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["status"] == "failed"
     assert batch["request_counts"]["failed"] == 100
     assert batch["errors"]["data"][0]["code"] == "authentication_error"
@@ -239,11 +260,12 @@ def test_7_invalid_key_fails_fast_then_retry_after_the_fix_completes(
     key_file.write_text(good_key)
     retried = corral("retry", batch_id, "--codes", "authentication_error", config=config)
     assert retried.returncode == 0 and retried.stdout.strip() == "100"
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["status"] == "completed"
     assert batch["completed_at"] is not None and batch["failed_at"] is None  # reopened cleanly
     assert batch["request_counts"] == {"total": 100, "completed": 100, "failed": 0}
-    assert redis_client.llen(BatchKeys(batch_id).history) == 100  # the first records kept
+    replaced = retry_history(batch_id)  # the first records, kept
+    assert [record["error"]["code"] for record in replaced] == ["authentication_error"] * 100
     out = tmp_path / "out.jsonl"
     corral("results", batch_id, "-o", str(out), config=config)
 
@@ -253,6 +275,10 @@ def test_7_invalid_key_fails_fast_then_retry_after_the_fix_completes(
         assert not any(key in text for text in texts)
         for redis_key in redis_client.scan_iter("*"):
             assert key.encode() not in (redis_client.dump(redis_key) or b"")
+        # Nor anywhere in the record store's database file (records, ledger, lines).
+        store_file = Path(open_store().url.removeprefix("sqlite:///"))
+        assert not any(key.encode() in path.read_bytes()
+                       for path in store_file.parent.glob(store_file.name + "*"))
 
 
 def test_8_malformed_and_oversized_lines_are_skipped_and_the_rest_runs(
@@ -276,7 +302,7 @@ def test_8_malformed_and_oversized_lines_are_skipped_and_the_rest_runs(
     assert "line 54: request needs" in submitted.stderr
     batch_id = submitted.stdout.strip()
     start_workers(config, ["corral.small"])
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 104, "completed": 100, "failed": 4}
     assert_complete(redis_client, batch_id, 104, sim.stats()["served"])
     assert sim.stats()["served"] == 100
@@ -291,7 +317,7 @@ def test_lines_whose_messages_vanished_are_sent_again_by_the_reconciler(
                       config=config).stdout.strip()
     redis_client.delete("corral.small")  # every message lost, as a broker crash might
     start_workers(config, ["corral.small"], processes=2)
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 50, "completed": 50, "failed": 0}
     assert_complete(redis_client, batch_id, 50, sim.stats()["served"])
     assert sim.stats()["served"] == 50
@@ -303,16 +329,17 @@ def test_the_reconciler_resends_lost_lines_mid_batch_and_no_live_one(
     total = 1000
     sim = start_simulator("--latency-ms", "150")
     config = write_config(f"{sim.base_url}/v1")
-    workers = start_workers(config, ["corral.small"], processes=2, concurrency=8)
+    depth = {"CORRAL_QUEUE_DEPTH": "120"}  # the workers feed too: the same depth everywhere
+    workers = start_workers(config, ["corral.small"], processes=2, concurrency=8, env=depth)
     batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(total))),
-                      config=config, env_extra={"CORRAL_QUEUE_DEPTH": "120"}).stdout.strip()
+                      config=config, env_extra=depth).stdout.strip()
     poll(lambda: finished(redis_client, batch_id) >= 100, timeout_s=60.0)
     # Five messages vanish from the queue while both workers are busy with the rest.
     lost = [redis_client.lpop("corral.small") for _ in range(5)]
     assert redis_client.hlen("unacked") > 0
     lost_ids = [custom_id for _, custom_id in job_arguments(lost)]
     assert len(lost_ids) == 5
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=120)
     assert batch["request_counts"] == {"total": total, "completed": total, "failed": 0}
     assert_complete(redis_client, batch_id, total, sim.stats()["served"])
     assert sim.stats()["served"] == total  # no line was called twice
@@ -320,7 +347,7 @@ def test_the_reconciler_resends_lost_lines_mid_batch_and_no_live_one(
         rb"(\d+) lines had no record, lease or message", worker.log_path.read_bytes())]
     assert sum(resent) == 5, resent  # the five lost ones, and no live line
     # They came back mid-batch, not once it drained (hundreds of lines ended after them).
-    done = redis_client.lrange(BatchKeys(batch_id).done, 0, -1)
+    done = completion_order(batch_id)
     assert max(done.index(custom_id) for custom_id in lost_ids) < total - 100
 
 
@@ -334,9 +361,9 @@ def test_a_line_whose_workers_keep_dying_ends_as_attempts_exhausted(
     # Four deliveries of l0 started and never finished (their workers died mid-call).
     redis_client.hset(BatchKeys(batch_id).attempts, "l0", 4)
     start_workers(config, ["corral.small"], env={"CORRAL_MAX_ATTEMPTS": "4"})
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
-    record = json.loads(redis_client.hget(BatchKeys(batch_id).outcomes, "l0"))
+    record = stored_records(batch_id)["l0"]
     assert record["error"]["code"] == "attempts_exhausted"
     assert "started 4 times" in record["error"]["message"]
     assert sim.stats()["served"] == 2  # the poison line was not called a fifth time

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from corral.store import open_store
 from producer.views import wait_for_batch
 from tests.integration.helpers import request, write_jsonl
 
@@ -52,7 +53,7 @@ def test_three_workers_stay_inside_one_shared_limit(tmp_path: Path, redis_client
                   env={"CORRAL_RATE_PERIOD_S": str(PERIOD_S)})
 
     batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=90)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=90)
     assert batch["request_counts"] == {"total": LINES, "completed": LINES, "failed": 0}
 
     admitted = httpx.get(f"{sim.base_url}/_sim/admissions",

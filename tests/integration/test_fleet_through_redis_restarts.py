@@ -10,7 +10,6 @@ in kombu's channel close).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +22,10 @@ from kombu.exceptions import OperationalError
 
 from corral.celery_app import create_app
 from corral.embedded_redis import EmbeddedRedis
-from corral.redis_keys import BatchKeys
+from corral.store import open_store
 from producer.local_stack import ChildProcess
 from producer.views import wait_for_batch
-from tests.integration.helpers import poll, request, write_jsonl
+from tests.integration.helpers import poll, request, stored_records, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -113,15 +112,14 @@ def test_busy_workers_survive_ten_redis_kills_and_flower_lists_them_after_each(
         last = corral("submit", str(write_jsonl(tmp_path / "last.jsonl", lines)),
                       config=config, env_extra=env)
         batches.append(last.stdout.strip())
-        batch = wait_for_batch(client, batches[-1], show_progress=False, timeout_s=120)
+        batch = wait_for_batch(open_store(), batches[-1], show_progress=False, timeout_s=120)
         assert batch["request_counts"] == {"total": LINES_PER_BATCH,
                                            "completed": LINES_PER_BATCH, "failed": 0}
         if aof:  # nothing acknowledged was lost: every batch ends, each line with one record
             for batch_id in batches:
-                batch = wait_for_batch(client, batch_id, show_progress=False, timeout_s=120)
+                batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=120)
                 assert batch["request_counts"]["completed"] == LINES_PER_BATCH, batch_id
-                records = client.hvals(BatchKeys(batch_id).outcomes)
-                assert sorted(json.loads(r)["custom_id"] for r in records) == \
+                assert sorted(stored_records(batch_id)) == \
                     sorted(line["custom_id"] for line in lines)
         assert all_alive(workers)
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import ast
-import json
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 
-from corral.redis_keys import BatchKeys
+from corral.store import open_store
 from producer.views import wait_for_batch
-from tests.integration.helpers import poll, request, write_jsonl
+from tests.integration.helpers import ledger_rows, poll, request, stored_records, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -61,7 +60,7 @@ def test_flower_shows_the_backlog_per_model_then_every_finished_task_with_pointe
     assert {task["routing_key"] for task in queued.values()} == set(QUEUES)
 
     start_workers(config, QUEUES, concurrency=4)
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
 
     done = poll(lambda: len(tasks := run_job_tasks(flower, "SUCCESS")) >= 20 and tasks)
@@ -77,8 +76,7 @@ def test_flower_shows_the_backlog_per_model_then_every_finished_task_with_pointe
         assert summary["line"] == "completed" and summary["model"] == model, summary
         assert summary["input_tokens"] > 0 and summary["output_tokens"] > 0
         assert Decimal(summary["cost_usd"]) > 0
-    record_costs = sum(Decimal(entry["cost_usd"]) for entry in map(
-        json.loads, redis_client.lrange(BatchKeys(batch_id).ledger, 0, -1)))
+    record_costs = sum(Decimal(entry["cost_usd"]) for entry in ledger_rows(batch_id))
     assert sum(Decimal(ast.literal_eval(task["result"])["cost_usd"])
                for task in done.values()) == record_costs
     assert all(queue["messages"] == 0
@@ -96,7 +94,7 @@ def test_no_prompt_or_key_appears_anywhere_in_flower(
               "metadata": {"note": CANARY_PROMPT}} for i in range(10)]
     batch_id = submit(corral, config, write_jsonl(tmp_path / "batch.jsonl", lines), key_env)
     start_workers(config, QUEUES, concurrency=4, env=key_env)
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     # Every call was served, so the workers did send the canary prompt with the canary key.
     assert batch["request_counts"] == {"total": 10, "completed": 10, "failed": 0}
     done = poll(lambda: len(tasks := run_job_tasks(flower, "SUCCESS")) >= 10 and tasks)
@@ -180,7 +178,7 @@ def test_flower_lists_every_live_worker_and_controls_pools_queues_and_revokes(
     assert poll(lambda: "corral.big" in consumed_queues(flower, name))
     batch_id = submit(corral, config, write_jsonl(tmp_path / "big.jsonl", [
         request(f"b-{i}", "big", f"Prove {i}") for i in range(6)]))
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
     # Task events reach Flower up to a fifth of a second after the records (workers buffer).
     done = poll(lambda: len(tasks := [task for task in run_job_tasks(flower, "SUCCESS").values()
@@ -202,14 +200,14 @@ def test_flower_lists_every_live_worker_and_controls_pools_queues_and_revokes(
     assert flower.post(f"/api/task/revoke/{queued['r-2']}").status_code == 200
     assert flower.post(f"/api/worker/queue/add-consumer/{name}",
                        params={"queue": "corral.big"}).status_code == 200
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 5, "completed": 4, "failed": 1}
-    record = json.loads(redis_client.hget(BatchKeys(batch_id).outcomes, "r-2"))
+    record = stored_records(batch_id)["r-2"]
     assert record["error"]["code"] == "revoked" and queued["r-2"] in record["error"]["message"]
     assert poll(lambda: run_job_tasks(flower, "REVOKED").get(queued["r-2"]))
     # The revoked line runs again with `corral retry`, like any failed line.
     retried = corral("retry", batch_id, "--codes", "revoked", config=config)
     assert retried.returncode == 0 and retried.stdout.strip() == "1"
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
     assert first.process.poll() is None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.store import open_store
 from producer.views import wait_for_batch
 from tests.integration.helpers import request, write_jsonl
 
@@ -31,7 +32,7 @@ def test_worker_logs_are_json_lines_with_the_job_and_never_the_prompt(
     submitted = corral("submit", str(batch_file), config=config, env_extra=JSON_LOGS)
     assert submitted.returncode == 0, submitted.stderr
     batch_id = submitted.stdout.strip()
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=120)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=120)
     counts = batch["request_counts"]
     assert counts["completed"] + counts["failed"] == count
     workers[0].stop()  # flush and close the log before it is read

@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from corral.redis_keys import BATCH_INDEX, BatchKeys
+from corral.store import open_store
 from producer.views import wait_for_batch
-from tests.integration.helpers import assert_complete, request, write_jsonl
+from tests.integration.helpers import (
+    assert_complete,
+    record_count,
+    request,
+    retry_history,
+    stored_records,
+    write_jsonl,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -21,8 +29,8 @@ def lines(count: int) -> list[dict]:
 
 def codes(client, batch_id: str) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for raw in client.hvals(BatchKeys(batch_id).outcomes):
-        error = json.loads(raw)["error"]
+    for record in stored_records(batch_id).values():
+        error = record["error"]
         code = error["code"] if error else "ok"
         counts[code] = counts.get(code, 0) + 1
     return counts
@@ -50,11 +58,11 @@ def test_cancel_mid_run_keeps_finished_results(tmp_path: Path, redis_client, wri
     batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(100))),
                       config=config).stdout.strip()
     deadline = time.monotonic() + 30
-    while redis_client.hlen(BatchKeys(batch_id).outcomes) < 8:
+    while record_count(batch_id) < 8:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert corral("cancel", batch_id, config=config).returncode == 0
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=30)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=30)
     assert batch["status"] == "cancelled"
     found = codes(redis_client, batch_id)
     assert found["ok"] >= 8 and found["batch_cancelled"] >= 70
@@ -64,10 +72,10 @@ def test_cancel_mid_run_keeps_finished_results(tmp_path: Path, redis_client, wri
     assert_complete(redis_client, batch_id, 100, served)
 
 
-def test_retry_after_a_cancel_reruns_the_fed_lines_and_counts_the_never_fed(
+def test_retry_after_a_cancel_reruns_every_line_fed_or_not(
         tmp_path: Path, redis_client, write_config, corral) -> None:
     config = write_config()
-    env = {"CORRAL_QUEUE_DEPTH": "20"}  # no worker runs: 20 lines fed, 80 left in the spool
+    env = {"CORRAL_QUEUE_DEPTH": "20"}  # no worker runs: 20 lines fed, 80 wait in the store
     batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(100))),
                       config=config, env_extra=env).stdout.strip()
     keys = BatchKeys(batch_id)
@@ -78,12 +86,18 @@ def test_retry_after_a_cancel_reruns_the_fed_lines_and_counts_the_never_fed(
 
     retried = corral("retry", batch_id, config=config, env_extra=env)
 
+    # Every line's request is in the store, so every cancelled line can run again.
     assert retried.returncode == 0, retried.stderr
-    assert retried.stdout.strip() == str(fed)
-    assert f"{fed} failed lines enqueued again" in retried.stderr
-    assert f"{100 - fed} failed lines left as they are" in retried.stderr
-    assert redis_client.llen(keys.history) == fed  # the fed lines' old records
-    assert codes(redis_client, batch_id) == {"batch_cancelled": 100 - fed}
+    assert retried.stdout.strip() == "100"
+    assert "100 failed lines enqueued again" in retried.stderr
+    assert "left as they are" not in retried.stderr
+    history = retry_history(batch_id)  # the old records, kept
+    assert len(history) == 100
+    assert {record["error"]["code"] for record in history} == {"batch_cancelled"}
+    assert codes(redis_client, batch_id) == {}
+    assert redis_client.hlen(keys.bodies) == 100  # all in flight again
+    status = json.loads(corral("status", batch_id, "--json", config=config).stdout)
+    assert status["status"] == "in_progress" and status["request_counts"]["failed"] == 0
 
 
 def test_lines_not_done_by_the_completion_window_expire(tmp_path: Path, redis_client,
@@ -108,7 +122,7 @@ def test_a_finished_batch_expires_after_retention_and_delete_removes_it_now(
     start_workers(config, ["corral.small"], env=short)
     batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(5))),
                       config=config, env_extra=short).stdout.strip()
-    wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=30)
+    wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=30)
     for key in (k for k in BatchKeys(batch_id).all() if redis_client.exists(k)):
         assert 0 < redis_client.ttl(key) <= 600, key
 

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from openai.types.chat import ChatCompletion
 
-from corral.redis_keys import BatchKeys
+from corral.store import open_store
 from producer.views import wait_for_batch
-from tests.integration.helpers import request, write_jsonl
+from tests.integration.helpers import ledger_rows, request, stored_records, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 def outcomes(redis_client, batch_id: str) -> dict[str, dict]:
-    raw = redis_client.hgetall(BatchKeys(batch_id).outcomes)
-    return {custom_id: json.loads(record) for custom_id, record in raw.items()}
+    return stored_records(batch_id)
 
 
 def ledger(redis_client, batch_id: str) -> list[dict]:
-    return [json.loads(e) for e in redis_client.lrange(BatchKeys(batch_id).ledger, 0, -1)]
+    return ledger_rows(batch_id)
 
 
 def test_retryable_failures_recover_and_permanent_ones_become_error_records(
@@ -39,7 +37,7 @@ def test_retryable_failures_recover_and_permanent_ones_become_error_records(
     ])
     batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
     start_workers(config, ["corral.big", "corral.small"], concurrency=4)
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=90)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=90)
     assert batch["request_counts"] == {"total": 6, "completed": 3, "failed": 3}
 
     records = outcomes(redis_client, batch_id)
@@ -69,7 +67,7 @@ def test_a_wrong_key_fails_every_line_as_authentication_error_and_never_leaks(
     wrong_key = "sk-wrong-canary-123"
     batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
     workers = start_workers(config, ["corral.small"], env={"CORRAL_TEST_SIM_KEY": wrong_key})
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"]["failed"] == 40
     assert batch["status"] == "failed"
     records = outcomes(redis_client, batch_id)
@@ -92,7 +90,7 @@ def test_a_missing_key_variable_is_named_in_the_error(tmp_path: Path, redis_clie
     batch_file = write_jsonl(tmp_path / "b.jsonl", [request("a", "small", "hi")])
     batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
     start_workers(config, ["corral.small"], env={"CORRAL_TEST_SIM_KEY": ""})
-    wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     error = outcomes(redis_client, batch_id)["a"]["error"]
     assert error["code"] == "authentication_error"
     assert "CORRAL_TEST_SIM_KEY is not set" in error["message"]
@@ -109,7 +107,7 @@ def test_a_line_may_use_every_configured_attempt(tmp_path: Path, redis_client, w
         request("seven-failures", "small", "[[sim:fail=502,times=7]]")])
     batch_id = corral("submit", str(batch_file), config=config).stdout.strip()
     start_workers(config, ["corral.small"], env={"CORRAL_MAX_ATTEMPTS": "6"})
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
     records = outcomes(redis_client, batch_id)
     assert records["five-failures"]["error"] is None
@@ -128,7 +126,7 @@ def test_insufficient_quota_opens_the_circuit_for_the_whole_provider(
     batch_id = corral("submit", str(write_jsonl(tmp_path / "q.jsonl", lines)),
                       config=config).stdout.strip()
     start_workers(config, ["corral.small"], concurrency=1)
-    wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     records = outcomes(redis_client, batch_id)
     assert {r["error"]["code"] for r in records.values()} == {"insufficient_quota"}
     assert sim.stats()["requests"] == 1  # one slot: the first answer stopped every later call

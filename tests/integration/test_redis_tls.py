@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from corral.embedded_redis import find_redis_server, free_port
-from corral.redis_keys import BatchKeys, bucket_key
+from corral.redis_keys import bucket_key
 from producer.local_stack import worker_command
-from tests.integration.helpers import request, write_jsonl
+from tests.integration.helpers import record_count, request, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -113,7 +113,7 @@ def run_batch(tmp_path: Path, env: dict[str, str], write_config, start_simulator
 def assert_all_state_went_to(client: redis.Redis, batch_id: str, count: int,
                              default_redis: redis.Redis) -> None:
     """Records, buckets and the broker's queues used `client`'s server, not the default one."""
-    assert client.hlen(BatchKeys(batch_id).outcomes) == count
+    assert record_count(batch_id) == count
     assert client.keys(bucket_key("*"))
     assert client.exists("_kombu.binding.corral.small")
     assert default_redis.dbsize() == 0
@@ -170,7 +170,9 @@ def test_a_wrong_password_is_exit_3_with_a_clear_message_and_no_password(
     env = {"CORRAL_REDIS_URL": f"redis://:{wrong}@127.0.0.1:{port}/0"}
     config = write_config()
 
-    status = corral("status", config=config, env_extra=env)
+    # Before it reads the file: nothing is taken in for a batch that could not run.
+    status = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", [request("a", "small", "hi")])),
+                    config=config, env_extra=env)
     assert status.returncode == 3
     assert status.stderr.startswith("corral: Redis at redis://:***@127.0.0.1")
     assert "refused the credentials" in status.stderr

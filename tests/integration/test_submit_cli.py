@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from corral.redis_keys import BatchKeys
+from corral.store import open_store
 from producer.views import wait_for_batch
-from tests.integration.helpers import request, write_jsonl
+from tests.integration.helpers import record_count, request, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -73,7 +73,7 @@ def test_skip_invalid_runs_the_valid_lines_and_files_the_rest_as_errors(
     assert batch["request_counts"]["total"] == 10
     assert queued_messages(redis_client) == 2
     start_workers(config, ["corral.small", "corral.big"])
-    batch = wait_for_batch(redis_client, batch["id"], show_progress=False, timeout_s=60)
+    batch = wait_for_batch(open_store(), batch["id"], show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": 10, "completed": 2, "failed": 8}
 
     out = tmp_path / "res.jsonl"
@@ -87,7 +87,7 @@ def test_skip_invalid_runs_the_valid_lines_and_files_the_rest_as_errors(
         "line-10"]
     assert {e["error"]["code"] for e in errors} == {"invalid_request"}
     assert errors[2]["error"]["message"] == "line 4: duplicate custom_id 'good-1'"
-    assert redis_client.hlen(BatchKeys(batch["id"]).outcomes) == 10
+    assert record_count(batch["id"]) == 10
 
 
 def test_wait_exits_1_when_lines_failed(tmp_path: Path, redis_client, write_config,

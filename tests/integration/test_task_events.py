@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.store import open_store
 from producer.views import wait_for_batch
 from tests.integration.helpers import poll, request, write_jsonl
 
@@ -27,7 +28,7 @@ def test_every_job_s_events_arrive_grouped_into_few_messages(
     lines = [request(f"e-{i}", "small", f"hello {i}") for i in range(200)]
     submitted = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines)), config=config)
     batch_id = submitted.stdout.strip()
-    wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=60)
+    wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
 
     events: dict[str, list[dict]] = {}
     messages = {"task.multi": 0, "other": 0}

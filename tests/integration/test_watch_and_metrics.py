@@ -20,6 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from corral.store import open_store
 from producer.batches import is_terminal, read_batch
 from producer.local_stack import ChildProcess
 from producer.views import wait_for_batch
@@ -89,7 +90,7 @@ def test_exporter_counters_follow_a_batch_and_match_its_records_and_ledger(
 
         start_workers(config, ["corral.big", "corral.small"], concurrency=8)
         scrapes, mid_run = [], 0
-        while not is_terminal(read_batch(redis_client, batch_id)):
+        while not is_terminal(read_batch(open_store(), batch_id)):
             samples = scrape(url)
             scrapes.append(samples)
             done = sum(value(samples, "corral_requests_total", model=model, outcome=outcome)
@@ -106,7 +107,7 @@ def test_exporter_counters_follow_a_batch_and_match_its_records_and_ledger(
     finally:
         exporter.stop()
 
-    batch = wait_for_batch(redis_client, batch_id, show_progress=False, timeout_s=10)
+    batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=10)
     assert batch["request_counts"] == {"total": TOTAL, "completed": TOTAL, "failed": 0}
     out = tmp_path / "out.jsonl"
     assert corral("results", batch_id, "-o", str(out), config=config).returncode == 0
