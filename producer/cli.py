@@ -15,6 +15,7 @@ import click
 import redis
 
 from corral import __version__
+from corral.batch_end import expire_if_due
 from corral.errors import ConfigError, CorralError
 from corral.logs import configure_cli_logging
 from corral.settings import get_settings
@@ -143,7 +144,7 @@ def status(session: Session, batch_id: str | None, watch: bool, interval_s: floa
         else:
             stdout_console().print(batches_table(batches))
         return
-    lifecycle.expire_if_due(session.redis, session.store, session.feeder(batch_id), batch_id)
+    expire_if_due(session.redis, session.store, session.feeder(batch_id), batch_id)
     batch = (wait_for_batch(session.store, batch_id) if watch
              else read_batch(session.store, batch_id, session.redis))
     if as_json:
@@ -166,7 +167,7 @@ def results(session: Session, batch_id: str, output: Path, errors_path: Path | N
             order: str, with_route: bool) -> None:
     """Write what has finished so far (also mid-batch)."""
     read_batch(session.store, batch_id)
-    lifecycle.expire_if_due(session.redis, session.store, session.feeder(batch_id), batch_id)
+    expire_if_due(session.redis, session.store, session.feeder(batch_id), batch_id)
     errors_path = errors_path or errors_path_for(output)
     counts = write_outputs(session.store, batch_id, output, errors_path,
                            input_order=order == "input", with_route=with_route)

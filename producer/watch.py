@@ -18,13 +18,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from corral.batch_end import expire_if_due
 from corral.config import CorralConfig, RateScope
 from corral.errors import BatchNotFoundError, ConfigError
 from corral.feeder import feed_state
 from corral.redis_keys import BatchKeys
 from corral.stats import by_model, lines_in_flight
 from corral.store import Store
-from producer import lifecycle
 from producer.batches import batch_object, is_terminal, list_batches
 from producer.rates import Counters, RateTracker, format_duration_s, latency_quantile_ms
 from producer.session import Session
@@ -207,7 +207,7 @@ def watch_batches(session: Session, batch_id: str | None, interval_s: float) -> 
         BatchNotFoundError: `batch_id` names no batch.
     """
     if batch_id is not None:
-        lifecycle.expire_if_due(session.redis, session.store, session.feeder(batch_id),
+        expire_if_due(session.redis, session.store, session.feeder(batch_id),
                                 batch_id)
     try:
         config: CorralConfig | None = session.config

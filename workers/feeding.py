@@ -1,4 +1,5 @@
-"""Every worker feeds the batches nobody is feeding, so feeding depends on no one process.
+"""Every worker feeds the batches nobody is feeding, so feeding depends on no one process, and
+ends the batches whose completion window has passed, so expiry needs nobody to look.
 
 Each look (every CORRAL_FEED_LOOK_S) lists the store's open batches; for each, a worker that
 gets the batch's feeder lock tops its queues up (and rebuilds Redis's part of it first, if
@@ -17,6 +18,7 @@ from collections.abc import Callable
 import redis
 from celery import Celery
 
+from corral.batch_end import expire_if_due
 from corral.config import CorralConfig
 from corral.errors import CorralError
 from corral.feeder import Feeder
@@ -46,12 +48,18 @@ class FeedingLoop:
         self._stop = threading.Event()
 
     def look(self) -> int:
-        """Feed every open batch whose feeder lock is free; returns the lines sent."""
+        """Expire the open batches past their window, and feed the rest whose feeder lock is
+        free; returns the lines sent."""
         sent = 0
-        for batch_id in self._store.batches.open_ids():
+        now = self._clock()
+        for batch_id, expires_at in self._store.batches.open_deadlines().items():
             feeder = Feeder(self._client, self._store, self._app, self._config, batch_id,
                             depth=self._depth)
             try:
+                if now >= expires_at and expire_if_due(self._client, self._store, feeder,
+                                                       batch_id):
+                    log.info("batch %s expired: its completion window has ended", batch_id)
+                    continue
                 sent += feeder.feed_if_free()
             except CorralError as err:
                 log.info("batch %s not fed: %s", batch_id, err)

@@ -52,9 +52,14 @@ class BatchRows:
 
     def open_ids(self) -> list[str]:
         """Batches whose lines still run (in progress or cancelling)."""
+        return list(self.open_deadlines())
+
+    def open_deadlines(self) -> dict[str, int]:
+        """Batch id → when its window ends (s), of batches whose lines still run."""
         with self._engine.connect() as connection:
-            return [str(batch_id) for batch_id in connection.execute(
-                select(batches.c.id).where(batches.c.status.in_(OPEN_STATUSES))).scalars()]
+            return {str(row.id): int(row.expires_at) for row in connection.execute(
+                select(batches.c.id, batches.c.expires_at).where(
+                    batches.c.status.in_(OPEN_STATUSES)))}
 
     def cancel(self, batch_id: str) -> bool:
         """Mark an in-progress batch cancelling (it ends as cancelled); False when it was not
@@ -68,11 +73,13 @@ class BatchRows:
         return bool(changed)
 
     def expire(self, batch_id: str) -> bool:
-        """Mark an in-progress batch past its window to end as expired; False otherwise."""
+        """Mark an in-progress batch past its window to end as expired; False otherwise
+        (not due, not in progress, or already marked)."""
         with self._engine.begin() as connection:
             changed = connection.execute(
                 update(batches).where(batches.c.id == batch_id,
                                       batches.c.status == "in_progress",
+                                      batches.c.end_status != "expired",
                                       batches.c.expires_at <= int(self._clock()))
                 .values(end_status="expired")).rowcount
         return bool(changed)

@@ -13,6 +13,7 @@ from corral.store import open_store
 from producer.views import wait_for_batch
 from tests.integration.helpers import (
     assert_complete,
+    poll,
     record_count,
     request,
     retry_history,
@@ -132,3 +133,25 @@ def test_a_finished_batch_expires_after_retention_and_delete_removes_it_now(
     assert redis_client.keys(f"*{batch_id}*") == []
     assert redis_client.zscore(BATCH_INDEX, batch_id) is None
     assert corral("status", batch_id, config=config).returncode == 4
+
+
+def test_the_workers_expire_a_batch_past_its_window_with_nobody_looking(
+        tmp_path: Path, redis_client, write_config, start_simulator, start_workers,
+        corral) -> None:
+    sim = start_simulator("--latency-ms", "300")
+    config = write_config(f"{sim.base_url}/v1")
+    depth = {"CORRAL_QUEUE_DEPTH": "50"}
+    start_workers(config, ["corral.small"], processes=1, concurrency=2, env=depth)
+    submitted = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(200))),
+                       "--completion-window", "2s", "--json", config=config, env_extra=depth)
+    batch_id = json.loads(submitted.stdout)["id"]
+    store = open_store()
+    # No `corral status`: the store's row is read directly, and only the workers act.
+    row = poll(lambda: (found := store.batches.get(batch_id)) and
+               found["status"] != "in_progress" and found, timeout_s=60.0)
+    assert row["status"] == "expired"
+    found = codes(redis_client, batch_id)
+    assert set(found) <= {"ok", "batch_expired"} and found["batch_expired"] >= 150
+    assert sum(found.values()) == 200
+    assert sim.stats()["served"] == found.get("ok", 0)  # no expired line was called
+    assert_complete(redis_client, batch_id, 200, sim.stats()["served"])

@@ -1,0 +1,78 @@
+"""Ending a batch's lines in bulk: cancel, and expiry after the completion window.
+
+Used by the CLI (`corral cancel`, and `status`/`results`, which expire a batch whose window
+has passed) and by every worker's feeding loop (which expires overdue batches nobody looks at).
+"""
+
+from __future__ import annotations
+
+import redis
+
+from corral.feeder import Feeder
+from corral.redis_keys import BatchKeys
+from corral.store import Store
+from corral.store.records import OPEN_STATUSES
+
+CHUNK = 1000  # lines per Redis command
+
+
+def end_unstarted(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str,
+                  code: str) -> int:
+    """File `code` for every line never started: those not yet sent to the queues, and
+    those queued that no worker took. Holds the batch's feeder lock, so no chunk is on its
+    way meanwhile. The caller has closed the batch in Redis first (cancelling, or past its
+    window), so no worker starts a line from then on: what is queued and unstarted now stays
+    so. Each record is committed before Redis drops the line's request."""
+    keys = BatchKeys(batch_id)
+    with feeder.holding_lock():
+        state = feeder.state()
+        unstarted = _queued_unstarted(client, keys)
+        ended = store.batches.end_unfed(batch_id, code, state.fed_through(), unstarted)
+        row = store.batches.get(batch_id)
+        pipe = client.pipeline()
+        for start in range(0, len(unstarted), CHUNK):
+            pipe.hdel(keys.bodies, *unstarted[start:start + CHUNK])
+        for cursor in state.cursors:  # nothing is left to feed
+            pipe.hset(keys.meta, f"fed:{cursor.model}", cursor.lines)
+        pipe.hincrby(keys.meta, "failed", ended)
+        if row is not None and row["status"] not in OPEN_STATUSES:
+            pipe.hset(keys.meta, mapping={"status": row["status"],
+                                          f"{row['status']}_at": row["ended_at"]})
+        pipe.execute()
+    return ended
+
+
+def _queued_unstarted(client: redis.Redis, keys: BatchKeys) -> list[str]:
+    """Lines in flight (their request in Redis) that no worker has started."""
+    queued = [str(custom_id) for custom_id in client.hkeys(keys.bodies)]
+    unstarted: list[str] = []
+    for start in range(0, len(queued), CHUNK):
+        chunk = queued[start:start + CHUNK]
+        started = client.hmget(keys.attempts, chunk)
+        unstarted += [custom_id for custom_id, calls in zip(chunk, started, strict=True)
+                      if calls is None]
+    return unstarted
+
+
+def cancel_batch(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str) -> int:
+    """Cancel a batch: lines not started end as batch_cancelled now, without a provider call.
+
+    Lines already running finish (their results are kept); a line waiting to retry ends as
+    batch_cancelled when a worker next picks it up. Returns the lines ended now.
+    """
+    if not store.batches.cancel(batch_id):
+        return 0
+    row = store.batches.get(batch_id)
+    assert row is not None
+    client.hset(BatchKeys(batch_id).meta, mapping={
+        "status": "cancelling", "end_status": "cancelled", "cancelling_at": row["cancelling_at"]})
+    return end_unstarted(client, store, feeder, batch_id, "batch_cancelled")
+
+
+def expire_if_due(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str) -> int:
+    """After the completion window, end every line not started as batch_expired (workers
+    start no line past the window)."""
+    if not store.batches.expire(batch_id):
+        return 0  # not due, or not in progress (a cancelling batch ends as cancelled)
+    client.hset(BatchKeys(batch_id).meta, "end_status", "expired")
+    return end_unstarted(client, store, feeder, batch_id, "batch_expired")
