@@ -148,7 +148,7 @@ def test_the_workers_expire_a_batch_past_its_window_with_nobody_looking(
     store = open_store()
     # No `corral status`: the store's row is read directly, and only the workers act.
     row = poll(lambda: (found := store.batches.get(batch_id)) and
-               found["status"] != "in_progress" and found, timeout_s=60.0)
+               found["status"] != "in_progress" and found, timeout_s=120.0)
     assert row["status"] == "expired"
     found = codes(redis_client, batch_id)
     assert set(found) <= {"ok", "batch_expired"} and found["batch_expired"] >= 150
