@@ -14,6 +14,7 @@ import redis
 from corral.redis_keys import BATCH_INDEX, BatchKeys
 from corral.stats import stat_field
 from corral.store import Store
+from corral.store.records import OPEN_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,12 @@ def has_batch_state(client: redis.Redis, batch_id: str) -> bool:
     return bool(client.hexists(BatchKeys(batch_id).meta, "id"))
 
 
-def rebuild_batch_state(client: redis.Redis, store: Store, batch_id: str) -> bool:
+def rebuild_batch_state(client: redis.Redis, store: Store, batch_id: str, *,
+                        ended_too: bool = False) -> bool:
     """Make Redis's part of an open batch again from the store, after Redis lost it: its
     counts from the records, every model's cursor back at the start (feeding skips lines that
     have their record, so what is left is queued again), call numbers past the old ones.
+    With `ended_too`, an ended batch's too (`corral retry` reopens it).
 
     Returns False when there was nothing to do (Redis has it, the batch is gone or ended, or
     another process is rebuilding it).
@@ -80,7 +83,8 @@ def rebuild_batch_state(client: redis.Redis, store: Store, batch_id: str) -> boo
         return False
     try:
         row = store.batches.get(batch_id)
-        if row is None or has_batch_state(client, batch_id):
+        if row is None or has_batch_state(client, batch_id) or (
+                row["status"] not in OPEN_STATUSES and not ended_too):
             return False
         rebuilds = store.batches.rebuilt(batch_id)
         by_model = list(store.batches.lines_by_model(batch_id))

@@ -118,12 +118,13 @@ class Feeder:
         """
         meta: dict[str, str] = self._client.hgetall(self._keys.meta)  # type: ignore[assignment]
         if "id" not in meta:
-            if self._store.batches.get(self._batch_id) is None:
+            row = self._store.batches.get(self._batch_id)
+            if row is None:
                 raise BatchNotFoundError(f"no batch {self._batch_id!r}")
             rebuild_batch_state(self._client, self._store, self._batch_id)
             meta = self._client.hgetall(self._keys.meta)  # type: ignore[assignment]
-            if "id" not in meta:
-                raise BatchNotFoundError(f"batch {self._batch_id!r} is being rebuilt")
+            if "id" not in meta:  # ended (nothing to feed), or another process rebuilds it
+                return FeedState(str(row["status"]), [])
         return feed_state(meta)
 
     def feed_once(self, state: FeedState | None = None) -> int:

@@ -76,7 +76,7 @@ def retry(client: redis.Redis, store: Store, app: Celery, config: CorralConfig,
     request: they keep their record and are counted apart.
     """
     read_batch(store, batch_id)
-    rebuild_batch_state(client, store, batch_id)  # if Redis lost it
+    rebuild_batch_state(client, store, batch_id, ended_too=True)  # if Redis lost it
     reopened, not_stored = store.batches.reopen(batch_id, codes)
     if not reopened:
         return Retried(0, not_stored)
