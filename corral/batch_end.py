@@ -6,6 +6,8 @@ has passed) and by every worker's feeding loop (which expires overdue batches no
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from corral.feeder import Feeder
@@ -14,6 +16,7 @@ from corral.store import Store
 from corral.store.records import OPEN_STATUSES
 
 CHUNK = 1000  # lines per Redis command
+EXPIRY_SWEPT = "expiry_swept"  # meta field: the lines not started were ended as expired
 
 
 def end_unstarted(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str,
@@ -69,10 +72,24 @@ def cancel_batch(client: redis.Redis, store: Store, feeder: Feeder, batch_id: st
     return end_unstarted(client, store, feeder, batch_id, "batch_cancelled")
 
 
-def expire_if_due(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str) -> int:
+def expire_if_due(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str,
+                  now: float | None = None) -> int:
     """After the completion window, end every line not started as batch_expired (workers
-    start no line past the window)."""
-    if not store.batches.expire(batch_id):
-        return 0  # not due, or not in progress (a cancelling batch ends as cancelled)
-    client.hset(BatchKeys(batch_id).meta, "end_status", "expired")
-    return end_unstarted(client, store, feeder, batch_id, "batch_expired")
+    start no line past the window), once; returns the lines ended now.
+
+    The batch is marked to end as expired (a worker that meets an expired line marks it
+    too), and its lines not started are swept once: a flag in its meta says the sweep is done,
+    so the workers' loops look at an expired batch cheaply until its running lines end.
+    """
+    row = store.batches.get(batch_id)
+    moment = time.time() if now is None else now
+    if row is None or row["status"] != "in_progress" or moment < row["expires_at"]:
+        return 0  # not due (a cancelling batch ends as cancelled, whatever the clock says)
+    keys = BatchKeys(batch_id)
+    store.batches.expire(batch_id)
+    if client.hget(keys.meta, EXPIRY_SWEPT):
+        return 0
+    client.hset(keys.meta, "end_status", "expired")
+    ended = end_unstarted(client, store, feeder, batch_id, "batch_expired")
+    client.hset(keys.meta, EXPIRY_SWEPT, 1)
+    return ended

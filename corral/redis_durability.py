@@ -15,9 +15,10 @@ from corral.redis_client import connect, unavailable_message
 OVERRIDE = "CORRAL_ALLOW_EVICTING_REDIS"
 SAFE_POLICY = "noeviction"
 CONFIG_DISABLED = "unknown (CONFIG disabled)"
-# Everything corral keeps in Redis; until the record store lands that includes the records.
-HELD_IN_REDIS = ("queued jobs, in-flight leases, rate-limit bucket levels, counters, and the "
-                 "batches' records and cost ledger (the results of finished lines)")
+# Everything corral keeps in Redis: what is in flight (the records are in the record store).
+HELD_IN_REDIS = ("queued jobs, in-flight leases, rate-limit bucket levels and live counters "
+                 "(no finished line: the records are in the record store, and the lines in "
+                 "flight are queued again from it, their running calls possibly made twice)")
 
 
 @dataclass(frozen=True)

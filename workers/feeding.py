@@ -57,7 +57,7 @@ class FeedingLoop:
                             depth=self._depth)
             try:
                 if now >= expires_at and expire_if_due(self._client, self._store, feeder,
-                                                       batch_id):
+                                                       batch_id, now):
                     log.info("batch %s expired: its completion window has ended", batch_id)
                     continue
                 sent += feeder.feed_if_free()
