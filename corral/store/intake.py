@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from types import TracebackType
 from typing import Any
 
@@ -23,8 +22,6 @@ ROWS_PER_FLUSH = 5_000
 LINE_COLUMNS = ("batch_id", "custom_id", "line_no", "model", "job")
 RECORD_COLUMNS = ("batch_id", "custom_id", "line_no", "error_code", "record", "written_at")
 REJECTED_CODE = "invalid_request"
-# Rows of one table to send: its name, its columns, the rows.
-Chunk = tuple[str, tuple[str, ...], list[tuple[Any, ...]]]
 
 
 class IntakeRefusedError(CorralError):
@@ -41,11 +38,10 @@ class LineIntake:
     row, in one transaction that commits only in `finish`.
 
     Leaving the `with` block without `finish` (an exception, a refused file) rolls everything
-    back; a process killed mid-intake never commits. Rows go out in chunks of ROWS_PER_FLUSH,
-    from a writer thread while the caller goes on validating: PostgreSQL by COPY, SQLite by
-    executemany inside BEGIN IMMEDIATE (which holds SQLite's one write lock until the intake
-    ends). A refused row raises IntakeRefusedError from a later call (the next chunk's, or
-    `finish`), not necessarily the one that added it.
+    back; a process killed mid-intake never commits. Rows go out in chunks of ROWS_PER_FLUSH:
+    PostgreSQL by COPY, SQLite by executemany inside BEGIN IMMEDIATE (which holds SQLite's one
+    write lock until the intake ends). A refused row raises IntakeRefusedError from the call
+    that sends its chunk, not necessarily the one that added it.
     """
 
     def __init__(self, engine: Engine, batch_id: str,
@@ -61,12 +57,10 @@ class LineIntake:
         self._accepted = 0
         self._rejected = 0
         self._stored = 0
-        self._writer: ThreadPoolExecutor | None = None
-        self._writing: Future[int] | None = None
 
     @property
     def stored(self) -> int:
-        """Rows handed to the database so far (uncommitted until `finish`)."""
+        """Rows sent to the database so far (uncommitted until `finish`)."""
         return self._stored
 
     def __enter__(self) -> LineIntake:
@@ -118,7 +112,7 @@ class LineIntake:
             self._abandon()
             raise ValueError(f"batch {self._batch_id}: total {total} but "
                              f"{self._accepted + self._rejected} lines were taken in")
-        self._flush(wait=True)
+        self._flush()
         now = int(self._clock())
         try:
             connection.execute(insert(batches).values(
@@ -143,44 +137,14 @@ class LineIntake:
                                "(outside its `with` block, finished, or refused)")
         return self._connection, self._transaction
 
-    def _flush(self, *, wait: bool = False) -> None:
-        """Send the buffered rows, inside the transaction, from the writer thread: the
-        caller validates the next chunk while the database takes this one (one chunk in
-        flight at most). With `wait`, return once every row sent is in.
-
-        Raises:
-            IntakeRefusedError, DBAPIError: the database refused an earlier chunk (the
-                intake is abandoned).
-        """
-        self._wait_for_writer()
-        chunks: list[Chunk] = [(table, columns, list(rows)) for table, columns, rows in (
-            (lines.name, LINE_COLUMNS, self._lines),
-            (records.name, RECORD_COLUMNS, self._records)) if rows]
-        self._lines.clear()
-        self._records.clear()
-        if chunks:
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(max_workers=1,
-                                                  thread_name_prefix="corral-intake")
-            self._writing = self._writer.submit(self._write_all, chunks)
-            self._stored += sum(len(rows) for _, _, rows in chunks)
-        if wait:
-            self._wait_for_writer()
-
-    def _wait_for_writer(self) -> None:
-        writing, self._writing = self._writing, None
-        if writing is None:
-            return
-        try:
-            writing.result()
-        except BaseException:
-            self._abandon()
-            raise
-
-    def _write_all(self, chunks: list[Chunk]) -> int:
-        for table, columns, rows in chunks:
-            self._write(table, columns, rows)
-        return sum(len(rows) for _, _, rows in chunks)
+    def _flush(self) -> None:
+        """Send the buffered rows, inside the transaction."""
+        for table, columns, rows in ((lines.name, LINE_COLUMNS, self._lines),
+                                     (records.name, RECORD_COLUMNS, self._records)):
+            if rows:
+                self._write(table, columns, rows)
+                self._stored += len(rows)
+                rows.clear()
 
     def _write(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
         dbapi = self._engine.dialect.loaded_dbapi
@@ -197,18 +161,13 @@ class LineIntake:
                 self._cursor.executemany(statement, rows)
         except dbapi.Error as err:
             # Driver errors leave here as the rest of the store's do: SQLAlchemy's.
+            self._abandon()
             if isinstance(err, dbapi.IntegrityError):
                 raise IntakeRefusedError(self._batch_id, str(err)) from err
             raise DBAPIError.instance(statement, None, err, dbapi.Error) from err
 
     def _abandon(self) -> None:
         """Drop the connection, rolling back whatever was not committed."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            wait([writing])  # its error, if any, is already on its way to the caller
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
         connection, self._connection, self._transaction = self._connection, None, None
         self._lines.clear()
         self._records.clear()
