@@ -64,8 +64,10 @@ class Callers:
 
 
 def blocked_clients(admin: redis.Redis) -> int:
-    """Connections whose command the server holds back (CLIENT PAUSE)."""
-    return sum("b" in entry["flags"] for entry in admin.client_list())
+    """Connections of this test's database whose command the server holds back (CLIENT
+    PAUSE); other users' blocking reads (a worker's BRPOP) are on their own databases."""
+    db = str(admin.connection_pool.connection_kwargs.get("db", 0))
+    return sum("b" in entry["flags"] and entry["db"] == db for entry in admin.client_list())
 
 
 def test_a_lone_caller_gets_its_results_in_order(client: redis.Redis) -> None:

@@ -225,7 +225,7 @@ def published_events(pubsub: redis.client.PubSub, wanted: int) -> list[tuple[str
 def test_fast_path_sends_the_task_sent_events_send_task_sends_a_thousand_per_message(
         app: Celery, redis_client: redis.Redis) -> None:
     pubsub = redis_client.pubsub()
-    pubsub.psubscribe("*celeryev*")
+    pubsub.psubscribe(own_events(redis_client))
     assert pubsub.get_message(timeout=5.0)["type"] == "psubscribe"
     send_one_with_celery(app, "batch_abc", "by-celery")
     ids = [f"line-{i}" for i in range(2_497)] + ['say "hi"', "back\\slash", "질문-1"]
@@ -255,10 +255,16 @@ def test_no_sent_events_when_task_send_sent_event_is_off(app: Celery,
                                                          redis_client: redis.Redis) -> None:
     app.conf.task_send_sent_event = False
     pubsub = redis_client.pubsub()
-    pubsub.psubscribe("*celeryev*")
+    pubsub.psubscribe(own_events(redis_client))
     assert pubsub.get_message(timeout=5.0)["type"] == "psubscribe"
     send_jobs(app, "batch_abc", [("a", QUEUE)])
     send_one_with_celery(app, "batch_abc", "b")
     assert pubsub.get_message(timeout=0.5) is None
     pubsub.close()
     assert redis_client.llen(QUEUE) == 2
+
+
+def own_events(client: redis.Redis) -> str:
+    """The pattern of this test database's Celery event channels (kombu names them
+    `/<db>.celeryev/...`): other users of the same Redis publish on their own."""
+    return f"/{client.connection_pool.connection_kwargs.get('db', 0)}.celeryev*"

@@ -23,7 +23,8 @@ def test_every_job_s_events_arrive_grouped_into_few_messages(
     config = write_config(f"{sim.base_url}/v1")
     start_workers(config, ["corral.small"], concurrency=16, pool=pool)
     pubsub = redis_client.pubsub()
-    pubsub.psubscribe("*celeryev/task.*")
+    pubsub.psubscribe(
+        f"/{redis_client.connection_pool.connection_kwargs.get('db', 0)}.celeryev/task.*")
     assert pubsub.get_message(timeout=5.0)["type"] == "psubscribe"
     lines = [request(f"e-{i}", "small", f"hello {i}") for i in range(200)]
     submitted = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines)), config=config)
