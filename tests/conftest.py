@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import Engine
 
 from corral.embedded_redis import EmbeddedRedis, is_reachable
 from corral.settings import get_settings
-from corral.store import Store, forget_stores, open_store
+from corral.store import Store, forget_stores, open_store, store_engine, upgrade
 from tests.postgres_server import fresh_database, postgres_url_fixture
 
 # Expected token counts in the tests are the script-aware estimate's, with or without tiktoken.
@@ -134,3 +135,15 @@ def postgres_store_url(postgres_url: str) -> Iterator[str]:
     with fresh_database(postgres_url) as url:
         yield url
         forget_stores()  # this process's pooled connections, before the database goes
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty record store on each dialect: a SQLite file in the test's temp
+    directory, or a database of its own on the test PostgreSQL."""
+    url = (f"sqlite:///{tmp_path / 'data' / 'corral.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_store_url"))
+    engine = store_engine(url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()

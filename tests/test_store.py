@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -23,31 +23,10 @@ from corral.store import (
     store_engine,
     upgrade,
 )
-from corral.store.schema import batches, ledger, lines, metadata, records, retry_history
+from corral.store.schema import batches, ledger, lines, records, retry_history
 
 NOW_S = 1_700_000_000
 DAY_S = 86_400
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
-    """A migrated, empty store on each dialect."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'data' / 'corral.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    engine = store_engine(url)
-    _drop_everything(engine)
-    upgrade(engine)
-    yield engine
-    _drop_everything(engine)
-    engine.dispose()
-
-
-def _drop_everything(engine: Engine) -> None:
-    metadata.drop_all(engine)
-    with engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
 
 class FakeClock:

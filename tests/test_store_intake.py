@@ -8,51 +8,18 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 
-from corral.store import BatchRows, LineStore, store_engine, upgrade
+from corral.store import BatchRows, LineStore, store_engine
 from corral.store.intake import IntakeRefusedError, LineIntake
-from corral.store.schema import metadata
 
 REPO = Path(__file__).resolve().parent.parent
-# A schema of its own in the shared test database: other store tests drop and recreate the
-# tables of its public schema, maybe at the same moment.
-PG_SCHEMA = "corral_intake_test"
 NOW = 1_700_000_000
 TABLES = ("batches", "lines", "records", "ledger", "retry_history")
 JOB = '{"tokens":12,"model":"small","body":{"messages":[{"role":"user","content":"hi"}]}}'
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated, empty store on each dialect."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'data' / 'corral.db'}"
-    else:
-        url = in_own_schema(request.getfixturevalue("postgres_url"), PG_SCHEMA)
-    engine = store_engine(url)
-    _drop_everything(engine)
-    upgrade(engine)
-    yield engine
-    _drop_everything(engine)
-    engine.dispose()
-
-
-def in_own_schema(url: str, schema: str) -> str:
-    """`url` with its connections' search_path set to `schema` (created if missing)."""
-    base = store_engine(url)
-    try:
-        with base.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
-    finally:
-        base.dispose()
-    return make_url(url).update_query_dict({"options": f"-csearch_path={schema}"}
-                                           ).render_as_string(hide_password=False)
 
 
 @pytest.fixture()
@@ -60,12 +27,6 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
     """Flush every 4 rows, so a few lines already span several chunks."""
     monkeypatch.setattr("corral.store.intake.ROWS_PER_FLUSH", 4)
     return 4
-
-
-def _drop_everything(engine: Engine) -> None:
-    metadata.drop_all(engine)
-    with engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
 
 def row_counts(engine: Engine) -> dict[str, int]:
