@@ -2,16 +2,17 @@
 
 One batch (``--lines`` lines, one model, prompts of 120-360 characters from a fixed seed,
 ``max_tokens`` 50) runs against one simulator at 0 ms with limits far above the load, through
-each contender in turn; every run starts from an empty Redis database 9 (the only one flushed)
-and reset simulator counters, and the contenders alternate within each round so a busy machine
-slows them alike:
+each contender in turn; every run starts from an empty Redis database 9 (the only one flushed),
+a fresh record store (a new SQLite file, or ``--store-url`` wiped) and reset simulator counters,
+and the contenders alternate within each round so a busy machine slows them alike:
 
 - ``corral``: ``--processes`` workers (threads pool, ``--concurrency`` slots each) already
   consuming, then ``corral submit``; ``corral-quiet``: the same with task events off
   (``CORRAL_TASK_EVENTS=false``, the submit's task-sent events too), so the two side by side
   give what the events Flower needs cost; ``corral-pre``: the same but the workers start once the
   submit has returned (the bare task's method, so its ``served`` compares like for like; lines
-  beyond ``CORRAL_QUEUE_DEPTH`` come from the feeder the submit spawned);
+  beyond ``CORRAL_QUEUE_DEPTH`` wait in the record store until the workers' feeding loops send
+  them);
 - ``bare-threads`` / ``bare-gevent``: ``bench.bare_task`` (the same POST, nothing stored), all
   tasks queued first, then the workers; threads share one httpx client per process, gevent
   takes clients from a free list (``--greenlets`` per process);
@@ -24,8 +25,9 @@ slows them alike:
   dispatch (its ``seconds_to_sleep_each_loop``) and no cap on requests in flight.
 
 Columns (lines/s, medians over the valid runs): ``e2e`` from launching ``corral submit`` (or the
-reference client, or the bare task's sender) to the last stored result (corral: the last cost
-record's timestamp, written with the result; the bare task: the simulator's last response);
+reference client, or the bare task's sender) to the last stored result (corral: the latest
+``at`` of its ledger rows, stamped as each line's record goes to the store; the bare task: the
+simulator's last response);
 ``served`` from the simulator's first request to its last response (the workers' rate);
 ``enqueue`` lines / time to queue them (``corral submit`` or the bare task's sender as a
 process, or the bare tasks sent in-process). A run counts only if the simulator served every
@@ -53,6 +55,7 @@ from bench.harness import MODEL, UPSTREAM
 from bench.overhead_runs import Measure, run_bare, run_bare_live, run_corral, run_reference
 from bench.overhead_stack import MAX_TOKENS, OverheadStack
 from bench.report import cell, machine, machine_line, median, table
+from bench.stores import describe
 from bench.workload import make_lines, write_jsonl
 
 CONTENDERS = ("corral", "corral-quiet", "corral-pre", "bare-threads", "bare-gevent",
@@ -109,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="CORRAL_RATE_LIMITER of corral's workers (shared: one Lua call per line)")
     add("--corral-env", type=_setting, action="append", default=[], metavar="CORRAL_X=VALUE",
         help="a setting for corral's processes (repeatable), e.g. CORRAL_TASK_EVENTS=false")
+    add("--store-url", default=None, metavar="URL",
+        help="a record store to wipe before each run (default: a new SQLite file per run)")
     add("--json-out", type=Path, default=None, help="also write the figures as JSON here")
     return parser
 
@@ -246,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           file=sys.stderr)
     with OverheadStack(work_dir, concurrency=args.corral_concurrency or args.concurrency,
                        rate_limiter=args.corral_limiter,
-                       extra_env=dict(args.corral_env), corral_pool=args.corral_pool) as stack:
+                       extra_env=dict(args.corral_env), corral_pool=args.corral_pool,
+                       store_url=args.store_url) as stack:
         for run in range(args.runs):
             for row in rows:
                 name = f"{row.contender}-{row.processes}-run{run + 1}"
@@ -285,8 +291,8 @@ def table_title(args: argparse.Namespace) -> str:
     """What the table shows, above it."""
     settings = "".join(f", {name}={value}" for name, value in args.corral_env)
     return (f"{args.lines} lines, simulator at 0 ms, limits far above the load, corral limiter "
-            f"{args.corral_limiter}, corral pool {args.corral_pool}{settings}; medians of "
-            f"{args.runs} run(s), lines/s:")
+            f"{args.corral_limiter}, corral pool {args.corral_pool}{settings}, record store "
+            f"{describe(args.store_url)}; medians of {args.runs} run(s), lines/s:")
 
 
 if __name__ == "__main__":

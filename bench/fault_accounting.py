@@ -10,18 +10,25 @@ requests + unsettled_calls >= served. Then the human ``corral cost BATCH`` table
 
 Part ``redis``: ``corral submit --wait`` waits on a ``--redis-lines`` batch; Redis (no
 persistence) is SIGKILLed once a tenth of the lines were served, and restarted empty on the
-same port. It prints submit's exit code and stderr (one ``corral: …`` line and exit 3 or 4 are
-expected, never a traceback), the ``corral:batch:*`` keys in the restarted Redis once late
-writers had their chance (none expected), and what ``corral status`` and ``corral cost`` say.
+same port. The record store keeps the batch's lines and every record, so the batch is expected
+to end: the workers' feeding loops rebuild Redis's part of it from the store and queue again
+every line with no record. It prints submit's exit code and stderr (exit 0 and no traceback
+expected), the batch's end and its records in the store (one per line), the simulator's served
+calls beside ``corral cost BATCH --json`` (lines queued again are called again; the report must
+still cover every served call), the ``corral:batch:*`` keys the restarted Redis holds once late
+writers had their chance, and what ``corral status`` and ``corral cost`` say.
 
-Each part starts its own private redis-server (corral.embedded_redis), simulator and workers,
-and stops them all, even when it fails; Redis at 6379 is never touched. Recovery timings are
-short (visibility 8 s) so the killed worker's jobs come back within seconds.
+Each part starts its own private redis-server (corral.embedded_redis), simulator and workers on
+a fresh record store (a SQLite file in the part's directory, or ``--store-url`` with corral's
+tables dropped and made again), and stops them all, even when it fails; Redis at 6379 is never
+touched. Recovery timings are short (visibility 8 s) so the killed worker's jobs come back
+within seconds.
 
 Run it from the repository root::
 
     python -m bench.fault_accounting
     python -m bench.fault_accounting --only redis --redis-lines 3000
+    python -m bench.fault_accounting --store-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -54,11 +61,14 @@ from bench.harness import (
     write_config,
 )
 from bench.report import machine, machine_line, table
+from bench.stores import describe, fresh_store
 from bench.workload import make_lines, write_jsonl
 from corral.embedded_redis import EmbeddedRedis
-from corral.redis_keys import BATCH_INDEX, PREFIX, BatchKeys
+from corral.redis_keys import PREFIX
+from corral.store import Store
+from producer.batches import read_batch
 from producer.local_stack import SIM_READY, ChildProcess, worker_command
-from producer.views import REDIS_OUTAGE_S, wait_for_batch
+from producer.views import wait_for_batch
 
 PARTS = ("worker", "redis")
 # Far above what 48 slots at 300 ms can send: no 429 muddles the counts.
@@ -85,11 +95,12 @@ CLI_TIMEOUT_S = 120.0
 
 @dataclasses.dataclass
 class Fleet:
-    """A running simulator and workers on one Redis, and the environment corral runs with."""
+    """A running simulator and workers on one Redis and store, and corral's environment."""
 
     stats_url: str
     env: dict[str, str]
     workers: list[ChildProcess]
+    store: Store
 
     def stats(self) -> dict[str, Any]:
         """The simulator's /_sim/stats."""
@@ -107,14 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--latency-ms", type=float, default=300.0, help="the simulator's latency")
     add("--redis-lines", type=int, default=3000, help="lines in the Redis-kill batch")
     add("--only", choices=PARTS, default=None, help="run one part")
+    add("--store-url", default=None, metavar="URL",
+        help="a record store to wipe before each part (default: a new SQLite file per part)")
     return parser
 
 
 def start_fleet(stack: ExitStack, args: argparse.Namespace, redis_url: str,
                 run_dir: Path) -> Fleet:
-    """A simulator and ``args.workers`` consuming workers on ``redis_url``, stopped by
-    ``stack``."""
+    """A simulator and ``args.workers`` consuming workers on ``redis_url`` and a fresh store,
+    stopped by ``stack``."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    store = fresh_store(run_dir, args.store_url)
     scenario = Scenario(redis_url=redis_url, rpm=UNLIMITED_RPM, tpm=UNLIMITED_TPM,
                         period_s=60.0, max_tokens=MAX_TOKENS, concurrency=args.concurrency,
                         latency_ms=args.latency_ms, jitter_ms=0.0,
@@ -125,8 +139,9 @@ def start_fleet(stack: ExitStack, args: argparse.Namespace, redis_url: str,
     stack.callback(sim.stop)
     base_url = sim.wait_for(SIM_READY).group(1).decode()
     config_path = write_config(scenario, base_url, run_dir / "corral.toml")
-    env = child_env(scenario, mode="shared", config_path=config_path, api_key=api_key)
-    env.update(QUICK_RECOVERY, CORRAL_SPOOL_DIR=str(run_dir / "spool"), PYTHONUNBUFFERED="1")
+    env = child_env(scenario, mode="shared", config_path=config_path, api_key=api_key,
+                    store=store)
+    env.update(QUICK_RECOVERY, PYTHONUNBUFFERED="1")
     workers: list[ChildProcess] = []
     stack.callback(stop_all, workers)
     for index in range(args.workers):
@@ -135,7 +150,7 @@ def start_fleet(stack: ExitStack, args: argparse.Namespace, redis_url: str,
             name=f"fault-{os.getpid()}-{index}", pool="threads"), env, run_dir))
     for worker in workers:
         worker.wait_for(WORKER_READY)
-    return Fleet(f"{base_url}/_sim/stats", env, workers)
+    return Fleet(f"{base_url}/_sim/stats", env, workers, store)
 
 
 def corral(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -164,8 +179,6 @@ def run_worker_kill(args: argparse.Namespace, work_dir: Path) -> list[str]:
     with ExitStack() as stack:
         server = EmbeddedRedis().start()
         stack.callback(server.stop)
-        client = redis.Redis.from_url(server.url, decode_responses=True)
-        stack.callback(client.close)
         fleet = start_fleet(stack, args, server.url, run_dir)
         batch_file = write_jsonl(make_lines(args.lines, model=MODEL, min_chars=40,
                                             max_chars=120, max_tokens=MAX_TOKENS, seed=0),
@@ -174,14 +187,15 @@ def run_worker_kill(args: argparse.Namespace, work_dir: Path) -> list[str]:
         if submitted.returncode != 0:
             raise RuntimeError(f"submit exited {submitted.returncode}: {submitted.stderr}")
         batch_id = submitted.stdout.strip()
-        outcomes = BatchKeys(batch_id).outcomes
+        records = fleet.store.records
         kill_at = int(args.lines * KILL_WORKER_AT)
-        poll_until(lambda: client.hlen(outcomes) >= kill_at, timeout_s=BATCH_TIMEOUT_S,
-                   what=f"{kill_at} records")
+        poll_until(lambda: records.count_records(batch_id) >= kill_at,
+                   timeout_s=BATCH_TIMEOUT_S, what=f"{kill_at} records")
         fleet.workers[0].process.send_signal(signal.SIGKILL)
-        records_at_kill = client.hlen(outcomes)
+        records_at_kill = records.count_records(batch_id)
         in_flight_at_kill = fleet.stats()["in_flight"]
-        batch = wait_for_batch(client, batch_id, show_progress=False, timeout_s=BATCH_TIMEOUT_S)
+        batch = wait_for_batch(fleet.store, batch_id, show_progress=False,
+                               timeout_s=BATCH_TIMEOUT_S)
         served = fleet.stats()["served"]
         as_json = corral(fleet.env, "cost", batch_id, "--json")
         human = corral(fleet.env, "cost", batch_id)
@@ -231,11 +245,10 @@ def run_redis_kill(args: argparse.Namespace, work_dir: Path) -> list[str]:
                                         str(batch_file)], env=fleet.env, stdout=out,
                                        stderr=err, stdin=subprocess.DEVNULL)
         stack.callback(_end, waiting)
-        client = redis.Redis.from_url(server.url, decode_responses=True)
-        poll_until(lambda: client.zcard(BATCH_INDEX) > 0 or waiting.poll() is not None,
-                   timeout_s=CLI_TIMEOUT_S, what="the batch in Redis")
-        batch_ids = client.zrange(BATCH_INDEX, 0, -1)
-        client.close()
+        # The batch's row appears once the submit has taken the whole file in.
+        poll_until(lambda: fleet.store.batches.newest(1) or waiting.poll() is not None,
+                   timeout_s=CLI_TIMEOUT_S, what="the batch in the store")
+        batch_ids = [row["id"] for row in fleet.store.batches.newest(2)]
         if len(batch_ids) != 1:
             raise RuntimeError(f"expected one batch, found {batch_ids}; submit: "
                                f"{err_path.read_text(errors='replace')[-2000:]}")
@@ -245,32 +258,49 @@ def run_redis_kill(args: argparse.Namespace, work_dir: Path) -> list[str]:
                    timeout_s=BATCH_TIMEOUT_S, what=f"{kill_at} served calls")
         server.kill()
         served_at_kill = fleet.stats()["served"]
+        records_at_kill = fleet.store.records.count_records(batch_id)
         alive_at_kill = waiting.poll() is None
         time.sleep(REDIS_DOWN_S)
         restarted = EmbeddedRedis(port=server.port).start()
         stack.callback(restarted.stop)
-        exit_code = waiting.wait(timeout=REDIS_OUTAGE_S + CLI_TIMEOUT_S)
+        started_s = time.monotonic()
+        exit_code = waiting.wait(timeout=BATCH_TIMEOUT_S + CLI_TIMEOUT_S)
+        recovery_s = time.monotonic() - started_s
         time.sleep(LATE_WRITERS_S)
         client = redis.Redis.from_url(restarted.url, decode_responses=True)
         stack.callback(client.close)
         batch_keys = sorted(client.scan_iter(f"{PREFIX}:batch:*"))
         other_keys = sorted(set(client.scan_iter("*")) - set(batch_keys))
         served = fleet.stats()["served"]
+        batch = read_batch(fleet.store, batch_id)
+        records = fleet.store.records.count_records(batch_id)
         status = corral(fleet.env, "status", batch_id)
-        cost = corral(fleet.env, "cost", batch_id)
+        cost = corral(fleet.env, "cost", batch_id, "--json")
     submit_err = err_path.read_text(errors="replace")
+    counts = batch["request_counts"]
+    total = json.loads(cost.stdout)["total"] if cost.returncode == 0 else {}
+    covered = (total["requests"] + total["unsettled_calls"] >= served) if total else None
     rows = [
         ("lines", f"{args.redis_lines:,}"),
         ("workers x slots", f"{args.workers} x {args.concurrency}"),
         ("served when Redis was SIGKILLed", f"{served_at_kill:,}"),
+        ("records in the store then", f"{records_at_kill:,}"),
         ("submit --wait still waiting then", "yes" if alive_at_kill else "NO"),
         ("Redis down before its empty restart", f"{REDIS_DOWN_S:g} s"),
-        ("calls the simulator served in all", f"{served:,}"),
+        ("restart -> submit --wait exit", f"{recovery_s:.1f} s"),
         ("submit --wait exit code", str(exit_code)),
         ("'Traceback' in submit's stderr", "YES" if "Traceback" in submit_err else "no"),
+        ("batch status", batch["status"]),
+        ("completed / failed", f"{counts['completed']:,} / {counts['failed']:,}"),
+        ("records in the store", f"{records:,}"),
+        ("calls the simulator served in all", f"{served:,}"),
+        ("cost --json: requests", f"{total['requests']:,}" if total else "-"),
+        ("cost --json: unsettled_calls", f"{total['unsettled_calls']:,}" if total else "-"),
+        ("requests + unsettled_calls >= served", "-" if covered is None
+         else "yes" if covered else "NO"),
         (f"{PREFIX}:batch:* keys after {LATE_WRITERS_S:g} s", str(len(batch_keys))),
         ("status exit code", str(status.returncode)),
-        ("cost exit code", str(cost.returncode)),
+        ("cost --json exit code", str(cost.returncode)),
     ]
     return [
         f"Part redis: SIGKILL Redis (no persistence) at {KILL_REDIS_AT:.0%} of a "
@@ -284,9 +314,9 @@ def run_redis_kill(args: argparse.Namespace, work_dir: Path) -> list[str]:
         f"{PREFIX}:batch:* keys in the restarted Redis:",
         *(f"  {key}" for key in batch_keys or ["(none)"]),
         f"other keys in the restarted Redis: {', '.join(other_keys) or '(none)'}",
-        f"`corral status {batch_id}` stderr:",
-        *(f"  {line}" for line in stderr_lines(status.stderr)),
-        f"`corral cost {batch_id}` stderr:",
+        f"`corral status {batch_id}` stdout and stderr:",
+        *(f"  {line}" for line in stderr_lines(status.stdout + status.stderr)),
+        f"`corral cost {batch_id} --json` stderr:",
         *(f"  {line}" for line in stderr_lines(cost.stderr)),
     ]
 
@@ -307,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runners = {"worker": run_worker_kill, "redis": run_redis_kill}
     failed = False
     print(time.strftime("fault_accounting, %Y-%m-%d %H:%M %Z"))
+    print(f"record store: {describe(args.store_url)}")
     for part in parts:
         print()
         try:

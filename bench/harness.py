@@ -1,4 +1,5 @@
-"""One benchmark run: a fresh simulator and workers, one submitted batch, the server's counts."""
+"""One benchmark run: a fresh simulator, workers and record store, one submitted batch, the
+server's counts."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 import httpx
 import redis
 
-from corral.redis_keys import BatchKeys
+from bench.stores import fresh_store
+from corral.store import Store
 from producer.batches import is_terminal, read_batch
 from producer.local_stack import SIM_READY, ChildProcess, worker_command
 
@@ -55,7 +57,8 @@ default = "{model}"
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
-    """What every run shares: the server's limits (per period), latency, and bounds."""
+    """What every run shares: the server's limits (per period), latency, and bounds; and the
+    store every run wipes (None: a new SQLite file in each run's directory)."""
 
     redis_url: str
     rpm: int
@@ -66,6 +69,7 @@ class Scenario:
     latency_ms: float
     jitter_ms: float
     run_timeout_s: float
+    store_url: str | None = None
 
     @property
     def stall_s(self) -> float:
@@ -86,12 +90,14 @@ class RunCounts:
     unfinished: str  # "" when the batch ended, else "timeout" or "stalled"
 
 
-def child_env(scenario: Scenario, *, mode: str, config_path: Path, api_key: str) -> dict[str, str]:
+def child_env(scenario: Scenario, *, mode: str, config_path: Path, api_key: str,
+              store: Store) -> dict[str, str]:
     """The environment of the workers and the submit: ours without CORRAL_*, then the run's."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("CORRAL_")}
     env.update(RETRY_ENV)
     env.update({
         "CORRAL_REDIS_URL": scenario.redis_url,
+        "CORRAL_STORE_URL": store.url,
         "CORRAL_CONFIG": str(config_path),
         "CORRAL_RATE_PERIOD_S": f"{scenario.period_s:g}",
         "CORRAL_RATE_LIMITER": mode,
@@ -139,7 +145,7 @@ def submit(batch_file: Path, env: dict[str, str], *, python: str | None = None,
     return done.stdout.strip()
 
 
-def wait_for_end(client: redis.Redis, batch_id: str, stats_url: str, *, timeout_s: float,
+def wait_for_end(store: Store, batch_id: str, stats_url: str, *, timeout_s: float,
                  stall_s: float) -> tuple[dict[str, Any], str]:
     """Poll until the batch ends; returns it and "" (ended), "timeout" or "stalled".
 
@@ -150,7 +156,7 @@ def wait_for_end(client: redis.Redis, batch_id: str, stats_url: str, *, timeout_
     progress: tuple[int, int] | None = None
     progress_at_s = time.monotonic()
     while True:
-        batch = read_batch(client, batch_id)
+        batch = read_batch(store, batch_id)
         if is_terminal(batch):
             return batch, ""
         counts = batch["request_counts"]
@@ -165,24 +171,27 @@ def wait_for_end(client: redis.Redis, batch_id: str, stats_url: str, *, timeout_
         time.sleep(POLL_INTERVAL_S)
 
 
-def read_counts(client: redis.Redis, batch_id: str, batch: dict[str, Any],
+def read_counts(store: Store, batch_id: str, batch: dict[str, Any],
                 stats: dict[str, Any], unfinished: str) -> RunCounts:
-    """The run's numbers from the final batch, its outcome hash and the simulator's stats."""
+    """The run's numbers from the final batch, its records in the store and the simulator's
+    stats."""
     first_ms, last_ms = stats.get("first_request_ms"), stats.get("last_response_ms")
     wall_s = (last_ms - first_ms) / 1000 if first_ms is not None and last_ms is not None else None
     counts = batch["request_counts"]
     return RunCounts(
         wall_s=wall_s, calls=stats["requests"], rate_limited=stats["by_status"].get("429", 0),
-        lines=counts["total"], terminal=int(client.hlen(BatchKeys(batch_id).outcomes)),
+        lines=counts["total"], terminal=store.records.count_records(batch_id),
         failed=counts["failed"], unfinished=unfinished)
 
 
 def run_once(scenario: Scenario, *, mode: str, limiter: str, processes: int, batch_file: Path,
              run_dir: Path) -> RunCounts:
-    """Start a simulator and ``processes`` workers, run ``batch_file``, stop everything."""
+    """Start a simulator and ``processes`` workers on a fresh store, run ``batch_file``, stop
+    everything."""
     run_dir.mkdir(parents=True, exist_ok=True)
     client = redis.Redis.from_url(scenario.redis_url, decode_responses=True)
     client.flushdb()  # only the benchmark's database
+    store = fresh_store(run_dir, scenario.store_url)
     api_key = secrets.token_hex(16)
     with ExitStack() as stack:
         stack.callback(client.close)
@@ -191,7 +200,8 @@ def run_once(scenario: Scenario, *, mode: str, limiter: str, processes: int, bat
         stack.callback(sim.stop)
         base_url = sim.wait_for(SIM_READY).group(1).decode()
         config_path = write_config(scenario, base_url, run_dir / "corral.toml")
-        env = child_env(scenario, mode=mode, config_path=config_path, api_key=api_key)
+        env = child_env(scenario, mode=mode, config_path=config_path, api_key=api_key,
+                        store=store)
         workers = [ChildProcess(f"worker-{index}", worker_command(
             queues=[f"corral.{MODEL}"], concurrency=scenario.concurrency,
             name=f"bench-{os.getpid()}-{index}"), env, run_dir) for index in range(processes)]
@@ -200,8 +210,8 @@ def run_once(scenario: Scenario, *, mode: str, limiter: str, processes: int, bat
             worker.wait_for(WORKER_READY)
         batch_id = submit(batch_file, env)
         stats_url = f"{base_url}/_sim/stats"
-        batch, unfinished = wait_for_end(client, batch_id, stats_url,
+        batch, unfinished = wait_for_end(store, batch_id, stats_url,
                                          timeout_s=scenario.run_timeout_s,
                                          stall_s=scenario.stall_s)
         stats = httpx.get(stats_url, timeout=10.0).json()
-        return read_counts(client, batch_id, batch, stats, unfinished)
+        return read_counts(store, batch_id, batch, stats, unfinished)

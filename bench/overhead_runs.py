@@ -21,7 +21,6 @@ from bench.overhead_stack import (
     RunInvalidError,
     served_window_s,
 )
-from corral.redis_keys import BatchKeys
 
 STALL_S = 60.0  # a run is cut after this long without a new call or record
 
@@ -61,12 +60,13 @@ def run_corral(stack: OverheadStack, batch_file: Path, lines: int, *, processes:
                prequeued: bool, run_dir: Path, extra_env: dict[str, str] | None = None) \
         -> Measure:
     """``corral submit`` with the workers already consuming (``prequeued``: started once it
-    returned; lines beyond corral's queue depth then come from the feeder it spawned), the
-    submit and the workers with ``extra_env`` on top of the stack's settings.
+    returned; lines beyond corral's queue depth wait in the record store, and the workers'
+    feeding loops send them), the submit and the workers with ``extra_env`` on top of the
+    stack's settings.
 
-    The live run's end is the last cost record's ``at`` (its worker's wall clock, ms), which
-    the worker stamps just before it stores the line's result (the simulator's last response
-    if the record has none).
+    The live run's end is the latest ``at`` of the batch's ledger rows (its worker's wall
+    clock, s), which the worker stamps just before it commits the line's record to the store
+    (the simulator's last response if no row has one).
     """
     stack.reset()
     env = {**stack.corral_env, **(extra_env or {})}
@@ -78,18 +78,17 @@ def run_corral(stack: OverheadStack, batch_file: Path, lines: int, *, processes:
         submit_s = time.time() - started_s
         if prequeued:
             workers = stack.start_corral_workers(processes, run_dir, extra_env=extra_env)
-        batch, unfinished = wait_for_end(stack.redis, batch_id, f"{stack.base_url}/_sim/stats",
+        batch, unfinished = wait_for_end(stack.store, batch_id, f"{stack.base_url}/_sim/stats",
                                          timeout_s=run_timeout_s(lines), stall_s=STALL_S)
-        keys = BatchKeys(batch_id)
         counts = batch["request_counts"]
-        stored = stack.redis.hlen(keys.outcomes)
+        stored = stack.store.records.count_records(batch_id)
         if unfinished or batch["status"] != "completed" or counts["completed"] != lines \
                 or counts["failed"] or stored != lines:
             raise RunInvalidError(f"batch {batch['status']} {unfinished}: {counts}, "
                                   f"{stored} records")
         stats = stack.stats()
-        last_entry = json.loads(str(stack.redis.lindex(keys.ledger, -1) or "{}"))
-        last_at_s = float(last_entry.get("at") or stats["last_response_ms"] / 1000)
+        last_at_s = max((float(row["at"]) for row in stack.store.records.ledger_rows(batch_id)
+                         if row.get("at")), default=stats["last_response_ms"] / 1000)
         _check_served(stats, lines)
     finally:
         stop_all(workers)

@@ -1,4 +1,5 @@
-"""One 0 ms simulator with limits far above any load, corral's config for it, and Redis db 9."""
+"""One 0 ms simulator with limits far above any load, corral's config for it, Redis db 9, and a
+fresh record store for each run."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from bench.harness import (
     stop_all,
     write_config,
 )
+from bench.stores import fresh_store
+from corral.store import Store
 from producer.local_stack import SIM_READY, ChildProcess, worker_command
 
 REDIS_URL = "redis://127.0.0.1:6379/9"  # the overhead benchmarks' database: only it is flushed
@@ -44,13 +47,18 @@ class OverheadStack(ExitStack):
         concurrency: task slots of each corral worker process.
         rate_limiter: ``CORRAL_RATE_LIMITER`` of corral's workers ("shared" or "off").
         extra_env: more ``CORRAL_*`` settings for corral's processes.
+        store_url: the record store every ``reset`` wipes (None: each ``reset`` makes a new
+            SQLite file under ``work_dir/stores``).
     """
 
     def __init__(self, work_dir: Path, *, concurrency: int, rate_limiter: str,
-                 extra_env: dict[str, str] | None = None, corral_pool: str = "threads") -> None:
+                 extra_env: dict[str, str] | None = None, corral_pool: str = "threads",
+                 store_url: str | None = None) -> None:
         super().__init__()
         self.work_dir = work_dir
         self.corral_pool = corral_pool
+        self.store_url = store_url
+        self._resets = 0
         self.scenario = Scenario(
             redis_url=REDIS_URL, rpm=SIM_RPM, tpm=SIM_TPM, period_s=60.0, max_tokens=MAX_TOKENS,
             concurrency=concurrency, latency_ms=0.0, jitter_ms=0.0, run_timeout_s=0.0)
@@ -63,14 +71,20 @@ class OverheadStack(ExitStack):
         self.base_url = sim.wait_for(SIM_READY).group(1).decode()
         self.simulator_pid = sim.process.pid
         config_path = write_config(self.scenario, self.base_url, work_dir / "corral.toml")
+        self.store: Store = fresh_store(self._store_dir(), store_url)
         self.corral_env = child_env(self.scenario, mode=rate_limiter, config_path=config_path,
-                                    api_key=self.api_key)
+                                    api_key=self.api_key, store=self.store)
         self.corral_env.update(extra_env or {})
         self.http = httpx.Client(base_url=self.base_url, timeout=30.0)
         self.callback(self.http.close)
 
+    def _store_dir(self) -> Path:
+        self._resets += 1
+        return self.work_dir / "stores" / f"run{self._resets}"
+
     def reset(self) -> None:
-        """Empty Redis db 9 and the simulator's counters before a run.
+        """Empty Redis db 9, give the run a fresh record store (``store``, and
+        CORRAL_STORE_URL in ``corral_env``), and zero the simulator's counters.
 
         Raises:
             RunInvalidError: a consumer is already blocked on db 9 (a worker left over from an
@@ -82,6 +96,8 @@ class OverheadStack(ExitStack):
         if strays:
             raise RunInvalidError(f"consumers from elsewhere on {REDIS_URL}: {strays}; stop them")
         self.redis.flushdb()
+        self.store = fresh_store(self._store_dir(), self.store_url)
+        self.corral_env["CORRAL_STORE_URL"] = self.store.url
         self.http.post("/_sim/reset").raise_for_status()
 
     def stats(self) -> dict[str, Any]:

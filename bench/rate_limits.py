@@ -5,7 +5,8 @@ One batch (``--requests`` lines, one model, prompts of 120-360 characters from a
 combination of worker-side limiting mode (``CORRAL_RATE_LIMITER`` on the workers: ``shared``,
 ``local``, ``off``), simulator limiter kind (``bucket``, ``window``) and number of worker
 processes, each with ``--concurrency`` task slots. Each run gets a fresh simulator, fresh
-workers and an empty Redis database 12 (only that database is ever flushed). Per run it prints:
+workers, a fresh record store (a new SQLite file in its directory, or ``--store-url`` wiped)
+and an empty Redis database 9 (only that database is ever flushed). Per run it prints:
 
 - efficiency = (least time the simulator's limiter needs to admit the whole batch + median
   latency) / (first request -> last response, timed at the simulator); the least time comes
@@ -46,7 +47,7 @@ from bench.workload import charged_tokens, make_lines, write_jsonl
 from corral.errors import CorralError
 from simulator.config import LIMITER_KINDS
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = "redis://127.0.0.1:6379/9"  # the benchmarks' database: only it is flushed
 MODES = ("shared", "local", "off")
 PROMPT_CHARS = (120, 360)
 SEED = 0
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--jitter-ms", type=float, default=50.0)
     add("--run-timeout-s", type=float, default=None,
         help="bound on one run's batch (default: 4 x least time + 60 s)")
+    add("--store-url", default=None, metavar="URL",
+        help="a record store to wipe before each run (default: a new SQLite file per run)")
     add("--json-out", type=Path, default=None, help="also write the rows as JSON here")
     return parser
 
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 redis_url=REDIS_URL, rpm=rpm, tpm=tpm, period_s=args.period_s,
                 max_tokens=args.max_tokens, concurrency=args.concurrency,
                 latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
-                run_timeout_s=args.run_timeout_s or 4 * least_s + 60)
+                run_timeout_s=args.run_timeout_s or 4 * least_s + 60, store_url=args.store_url)
             for processes in args.processes:
                 row = _run_row(scenario, mode, limiter, processes, least_s, batch_file,
                                work_dir / f"{mode}-{limiter}-{processes}")

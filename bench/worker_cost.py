@@ -4,10 +4,12 @@ Throughput at 0 ms swings by ±15% between runs on a shared 2-core machine; CPU 
 (read from /proc when the workers are ready and when the last line has ended) is steadier, and
 it is what sets a CPU-bound fleet's rate. For each ``--setups`` entry (pool:slots) and round,
 corral runs ``--lines`` lines (submitted first, then ``--processes`` workers started; with
-``--queue-depth`` below the batch, its feeder runs too, and counts in the machine's) and so does
-the bare Celery task of ``bench.bare_task`` (the same POST, nothing stored); ``--also
+``--queue-depth`` below the batch, the workers also feed the rest from the record store) on a
+fresh record store per run (``--store-url`` wiped, else a new SQLite file), and so does the
+bare Celery task of ``bench.bare_task`` (the same POST, nothing stored); ``--also
 NAME=PYTHON`` adds corral from another environment (``pip install .`` of another commit into
-a venv: its submit, feeder and workers), to compare commits side by side::
+a venv: its submit and workers; it must keep its records in the store, CORRAL_STORE_URL, as
+this one reads them there), to compare commits side by side::
 
     python -m bench.worker_cost --lines 10000 --runs 3 --setups threads:8,gevent:64 \\
         --also before=/tmp/before-venv/bin/python
@@ -31,6 +33,7 @@ from bench.harness import MODEL, UPSTREAM, stop_all, submit, wait_for_end
 from bench.overhead_runs import run_timeout_s
 from bench.overhead_stack import MAX_TOKENS, OverheadStack, RunInvalidError
 from bench.report import cell, machine, machine_line, median, table
+from bench.stores import describe
 from bench.workload import make_lines, write_jsonl
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -97,7 +100,7 @@ def measure(stack: OverheadStack, contender: str, pool: str, slots: int, lines: 
     try:
         started_s, before, reads_before = time.monotonic(), cpu_now(), reads_now()
         if contender != "bare":
-            batch, unfinished = wait_for_end(stack.redis, batch_id, f"{stack.base_url}/_sim/stats",
+            batch, unfinished = wait_for_end(stack.store, batch_id, f"{stack.base_url}/_sim/stats",
                                              timeout_s=run_timeout_s(lines), stall_s=STALL_S)
             if unfinished or batch["request_counts"]["completed"] != lines:
                 raise RunInvalidError(f"batch {batch['status']} {unfinished}: "
@@ -125,11 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma list of corral, bare")
     add("--processes", type=int, default=1, help="worker processes per run")
     add("--queue-depth", type=int, default=None,
-        help="CORRAL_QUEUE_DEPTH (default: the whole batch, so no feeder runs)")
+        help="CORRAL_QUEUE_DEPTH (default: the whole batch, so the submit queues it all)")
     add("--also", action="append", default=[], metavar="NAME=PYTHON",
         help="another corral: that interpreter's environment's (repeatable)")
     add("--corral-env", action="append", default=["CORRAL_TASK_EVENTS=false"],
         metavar="CORRAL_X=VALUE", help="a setting for corral's processes (repeatable)")
+    add("--store-url", default=None, metavar="URL",
+        help="a record store to wipe before each run (default: a new SQLite file per run)")
     return parser
 
 
@@ -148,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     contenders = [*others, *args.contenders]
     rows: dict[tuple[str, str, int], list[Cost]] = {}
     with OverheadStack(work_dir, concurrency=8, rate_limiter="shared",
-                       extra_env=extra_env) as stack:
+                       extra_env=extra_env, store_url=args.store_url) as stack:
         for run in range(args.runs):
             for contender in contenders:
                 for pool, slots in args.setups:
@@ -161,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     header = ("contender", "pool", "slots", "lines/s", "workers ms/line", "redis ms/line",
               "simulator ms/line", "machine ms/line", "redis reads/line")
     print(f"{args.lines} lines, {args.processes} worker process(es), simulator at 0 ms, "
-          f"limits far above the load, {', '.join(args.corral_env)}; "
+          f"limits far above the load, {', '.join(args.corral_env)}, record store "
+          f"{describe(args.store_url)}; "
           f"medians of {args.runs} run(s):")
     print(table(header, [
         (contender, pool, str(slots),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,14 @@ def prompt_text(rng: random.Random, length_chars: int) -> str:
     return " ".join(words)[:length_chars]
 
 
-def make_lines(
+def iter_lines(
     requests: int, *, model: str, min_chars: int, max_chars: int, max_tokens: int, seed: int
-) -> list[dict[str, Any]]:
-    """``requests`` batch lines with prompts of ``min_chars``..``max_chars`` characters."""
+) -> Iterator[dict[str, Any]]:
+    """``requests`` batch lines with prompts of ``min_chars``..``max_chars`` characters, one
+    at a time (a million-line file never sits in memory)."""
     rng = random.Random(seed)
-    return [
-        {
+    for index in range(requests):
+        yield {
             "custom_id": f"req-{index:06d}",
             "method": "POST",
             "url": "/v1/chat/completions",
@@ -45,8 +47,14 @@ def make_lines(
                 ],
             },
         }
-        for index in range(requests)
-    ]
+
+
+def make_lines(
+    requests: int, *, model: str, min_chars: int, max_chars: int, max_tokens: int, seed: int
+) -> list[dict[str, Any]]:
+    """``requests`` batch lines with prompts of ``min_chars``..``max_chars`` characters."""
+    return list(iter_lines(requests, model=model, min_chars=min_chars, max_chars=max_chars,
+                           max_tokens=max_tokens, seed=seed))
 
 
 def charged_tokens(lines: list[dict[str, Any]]) -> list[int]:
@@ -57,7 +65,9 @@ def charged_tokens(lines: list[dict[str, Any]]) -> list[int]:
     ]
 
 
-def write_jsonl(lines: list[dict[str, Any]], path: Path) -> Path:
-    """Write ``lines`` as JSONL and return ``path``."""
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+def write_jsonl(lines: Iterable[dict[str, Any]], path: Path) -> Path:
+    """Write ``lines`` as JSONL, streaming, and return ``path``."""
+    with path.open("w", encoding="utf-8") as out:
+        for line in lines:
+            out.write(json.dumps(line) + "\n")
     return path
