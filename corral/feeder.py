@@ -128,7 +128,9 @@ class Feeder:
         return feed_state(meta)
 
     def feed_once(self, state: FeedState | None = None) -> int:
-        """Send what each model's fair share has room for; returns the lines sent."""
+        """Send what each model's fair share has room for; returns the lines sent. The caller
+        holds the batch's feeder lock (`run`, `feed_if_free`, `holding_lock`): two feeders on
+        one cursor would send the same lines twice."""
         state = state or self.state()
         if state.status != "in_progress":
             return 0

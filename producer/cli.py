@@ -260,8 +260,9 @@ def resume(session: Session, batch_id: str) -> None:
                                 batch_id)
     feeder = session.feeder(batch_id)
     fed = 0
-    while sent := feeder.feed_once():
-        fed += sent
+    with feeder.holding_lock():  # one feeder at a time: the workers feed too
+        while sent := feeder.feed_once():
+            fed += sent
     click.echo(f"corral: {batch_id}: {requeued} lines in flight without a record sent again, "
                f"{fed} fed; {feeder.state().unfed} wait in the record store for the workers' "
                "feeding", err=True)

@@ -118,8 +118,9 @@ def submit_batch(session: Session, file: Path, *, skip_invalid: bool,
                    completion_window=completion_window, max_cost_usd=max_cost_usd)
     feeder = session.feeder(batch_id)
     queued = 0
-    while sent := feeder.feed_once():
-        queued += sent
+    with feeder.holding_lock():  # a worker's feeding loop may look at the new batch meanwhile
+        while sent := feeder.feed_once():
+            queued += sent
     by_model = ", ".join(f"{name} {count}" for name, count in
                          sorted(check.accepted_by_model.items()))
     click.echo(f"corral: batch {batch_id}: {check.accepted} lines accepted ({by_model})"
