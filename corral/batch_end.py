@@ -1,4 +1,5 @@
-"""Ending a batch's lines in bulk: cancel, and expiry after the completion window.
+"""Ending a batch: its lines in bulk (cancel, expiry after the completion window), or the
+batch itself (delete, retention).
 
 Used by the CLI (`corral cancel`, and `status`/`results`, which expire a batch whose window
 has passed) and by every worker's feeding loop (which expires overdue batches nobody looks at).
@@ -11,7 +12,7 @@ import time
 import redis
 
 from corral.feeder import Feeder
-from corral.redis_keys import BatchKeys
+from corral.redis_keys import BATCH_INDEX, BatchKeys
 from corral.store import Store
 from corral.store.records import OPEN_STATUSES
 
@@ -93,3 +94,15 @@ def expire_if_due(client: redis.Redis, store: Store, feeder: Feeder, batch_id: s
     ended = end_unstarted(client, store, feeder, batch_id, "batch_expired")
     client.hset(keys.meta, EXPIRY_SWEPT, 1)
     return ended
+
+
+def delete_batch(client: redis.Redis, store: Store, batch_id: str) -> bool:
+    """Remove the batch: its rows in the store, then every key of it in Redis (leases
+    included); False when the store had no such batch."""
+    if not store.batches.delete(batch_id):
+        return False
+    keys = BatchKeys(batch_id)
+    leases = list(client.scan_iter(match=keys.lease_pattern, count=CHUNK))
+    client.delete(*keys.all(), *leases)
+    client.zrem(BATCH_INDEX, batch_id)
+    return True

@@ -11,13 +11,13 @@ from typing import NamedTuple
 import redis
 from celery import Celery
 
-from corral.batch_end import cancel_batch
+from corral.batch_end import cancel_batch, delete_batch
 from corral.batch_state import rebuild_batch_state
 from corral.config import CorralConfig
 from corral.errors import BatchNotFoundError
 from corral.feeder import Feeder
 from corral.jobs import send_jobs
-from corral.redis_keys import BATCH_INDEX, BatchKeys, circuit_key
+from corral.redis_keys import BatchKeys, circuit_key
 from corral.store import Store
 from corral.stored_job import job_model
 from producer.batches import read_batch
@@ -108,10 +108,6 @@ def retry(client: redis.Redis, store: Store, app: Celery, config: CorralConfig,
 
 
 def delete(client: redis.Redis, store: Store, batch_id: str) -> None:
-    """Remove the batch: its rows in the store, then every key of it in Redis."""
-    if not store.batches.delete(batch_id):
+    """Remove the batch now (corral.batch_end.delete_batch)."""
+    if not delete_batch(client, store, batch_id):
         raise BatchNotFoundError(f"no batch {batch_id!r}")
-    keys = BatchKeys(batch_id)
-    leases = list(client.scan_iter(match=keys.lease_pattern, count=CHUNK))
-    client.delete(*keys.all(), *leases)
-    client.zrem(BATCH_INDEX, batch_id)

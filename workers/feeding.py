@@ -11,41 +11,41 @@ the next look of any worker goes on where it stopped. It also removes batches pa
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 import redis
 from celery import Celery
 
-from corral.batch_end import expire_if_due
+from corral.batch_end import delete_batch, expire_if_due
 from corral.config import CorralConfig
 from corral.errors import CorralError
 from corral.feeder import Feeder
-from corral.redis_keys import BATCH_INDEX, BatchKeys
 from corral.store import Store
+from workers.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
 RETENTION_LOOK_S = 3600.0
 
 
-class FeedingLoop:
+class FeedingLoop(Periodic):
+    name = "corral-feeding"
+
     """Looks for batches to feed every `interval_s`, in a daemon thread."""
 
     def __init__(self, client: redis.Redis, store: Store, app: Celery, config: CorralConfig,
                  *, depth: int, interval_s: float, retention_s: int,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(interval_s)
         self._client = client
         self._store = store
         self._app = app
         self._config = config
         self._depth = depth
-        self._interval_s = interval_s
         self._retention_s = retention_s
         self._clock = clock
         self._next_purge = 0.0
-        self._stop = threading.Event()
 
     def look(self) -> int:
         """Expire the open batches past their window, and feed the rest whose feeder lock is
@@ -72,24 +72,10 @@ class FeedingLoop:
         """Remove the batches that ended more than the retention ago; returns how many."""
         gone = self._store.batches.ended_before(int(self._clock()) - self._retention_s)
         for batch_id in gone:
-            self._store.batches.delete(batch_id)
-            self._client.delete(*BatchKeys(batch_id).all())
-            self._client.zrem(BATCH_INDEX, batch_id)
+            delete_batch(self._client, self._store, batch_id)
         if gone:
             log.info("removed %d batches past retention", len(gone))
         return len(gone)
 
-    def run_forever(self) -> None:
-        """Look every interval until `stop()`; errors are logged, never fatal."""
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.look()
-            except Exception:
-                log.exception("feeding look failed")
-
-    def start(self) -> None:
-        """Run in a daemon thread."""
-        threading.Thread(target=self.run_forever, name="corral-feeding", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
+    def tick(self) -> object:
+        return self.look()

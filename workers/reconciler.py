@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
@@ -36,6 +35,7 @@ from corral.records import DEFAULT_RETENTION_S, end_line_call
 from corral.redis_keys import BATCH_INDEX, PREFIX, BatchKeys
 from corral.store import Store
 from corral.stored_job import job_model
+from workers.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +47,22 @@ SCAN_COUNT = 1000
 SUSPECTS_TTL_INTERVALS = 3
 
 
-class Reconciler:
+class Reconciler(Periodic):
+    name = "corral-reconciler"
+
     """One sweep at a time across the fleet (a Redis lock), every `interval_s` per worker."""
 
     def __init__(self, client: redis.Redis, store: Store, app: Celery, config: CorralConfig, *,
                  interval_s: float, broker_is_redis: bool,
                  retention_s: int = DEFAULT_RETENTION_S) -> None:
+        super().__init__(interval_s)
         self._client = client
         self._store = store
         self._retention_s = retention_s
         self._end_line = lua_scripts.register(client, "end_line")
         self._app = app
         self._config = config
-        self._interval_s = interval_s
         self._broker_is_redis = broker_is_redis
-        self._stop = threading.Event()
 
     def sweep(self) -> int:
         """Resend the lost lines of every open batch; returns how many were sent."""
@@ -157,20 +158,8 @@ class Reconciler:
                                       model=job_model(jobs[custom_id])))
         calls.execute()
 
-    def run_forever(self) -> None:
-        """Sweep every interval until `stop()`; errors are logged, never fatal."""
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("reconciler sweep failed")
-
-    def start(self) -> None:
-        """Run in a daemon thread."""
-        threading.Thread(target=self.run_forever, name="corral-reconciler", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
+    def tick(self) -> object:
+        return self.sweep()
 
 
 def job_arguments(messages: Iterable[str]) -> Iterator[tuple[str, str]]:
