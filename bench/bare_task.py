@@ -5,7 +5,7 @@ simulator's base URL and key in the environment (``BENCH_BARE_*`` below). Its ta
 in-process (``enqueue``) or, the way a hand-written batch script would, by ``python -m
 bench.bare_task BATCH.jsonl``: one task per line of a file whose bodies already name the
 upstream model. How a process gets its httpx clients follows the pool, each in the set-up
-DESIGN §4 measured as its best:
+docs/concepts.md measured as its best:
 
 - ``shared``: one ``httpx.Client`` per process, shared by every thread of a threads pool;
 - ``free-list``: under gevent, one client checked out per running task and put back after

@@ -6,7 +6,7 @@ Every variant publishes ``--lines`` ``corral.run_job`` messages with the same ar
 - ``celery``: ``app.send_task`` per message over one pooled producer (corral's old
   `send_jobs`; corral's celeryconfig, so each message also publishes a ``task-sent`` event);
 - ``kombu``: one kombu connection, ``Producer.publish`` per message of Celery's envelope
-  (headers built once, ids and arguments per message): how DESIGN §4 measured "kombu's
+  (headers built once, ids and arguments per message): how docs/concepts.md measured "kombu's
   batched producer";
 - ``kombu-batch``: the same inside kombu's own ``Producer.batch()`` (pipelines of 1,000);
 - ``corral``: ``corral.jobs.send_jobs``, called once per ``--chunk`` lines like a submit,

@@ -4,13 +4,16 @@ Per database (SQLite: a file in a temp directory; PostgreSQL: CORRAL_TEST_POSTGR
 schema of its own that is dropped after, so other users of that database are left alone):
 
     storage   LineIntake alone: synthetic lines (~300-byte jobs, 1% refused) from a generator
-    pipeline  a JSONL file validated and routed by `producer.submit.checked_lines` (the example
-              config), each line fed to LineIntake, then `finish` (the commit)
+    pipeline  a JSONL file validated and routed by `producer.parallel_intake.checked_jobs` (the
+              example config) as `corral submit` does it: in one worker process per CPU, each
+              line fed to LineIntake in this one, then `finish` (the commit)
+    serial    the same pipeline validating in this one process
 
 and, as the pipeline's ceiling, the same validation storing nothing. Every case runs in a
 child process of its own (tables dropped and re-created first, outside the timing); lines/s
-is lines over the seconds from the first line to the commit, measured in the child; peak RSS
-is the child's (getrusage of the waited process), so cases do not pollute each other.
+is lines over the seconds from the first line to the commit (worker start-up included),
+measured in the child; peak RSS is the child's (getrusage of the waited process) plus, for
+the pipeline, the peak of each process it starts (ChildrenPeaks), all summed.
 
     python -m bench.intake_store --lines 1000000 --runs 3
 """
@@ -26,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -49,9 +53,10 @@ TARGET_RSS_MB_1M = 250
 REFUSED_EVERY = 100  # 1% of lines refused, in both the synthetic lines and the file
 SYNTHETIC_MODELS = ("gpt-5.4-mini", "deepseek-v3.2", "claude-opus-4.6")
 CASES = (("storage", "sqlite"), ("storage", "postgresql"), ("pipeline", "sqlite"),
-         ("pipeline", "postgresql"), ("validate", ""))
+         ("pipeline", "postgresql"), ("serial", "sqlite"), ("validate", ""))
 CASE_NAMES = {"storage": "storage (LineIntake alone)",
               "pipeline": "pipeline (validate+route+store)",
+              "serial": "pipeline, validating in 1 process",
               "validate": "validate+route only (no store)"}
 
 
@@ -118,25 +123,24 @@ def run_storage(url: str, count: int) -> dict[str, Any]:
             "job_bytes": job_bytes / (count - refused), **stored_counts(engine)}
 
 
-def run_pipeline(url: str, path: Path, store: bool) -> dict[str, Any]:
-    """Validate and route `path`, each line into LineIntake (when `store`; else each accepted
-    line's stored job is still built, as submit builds it)."""
+def run_pipeline(url: str, path: Path, *, store: bool, processes: int) -> dict[str, Any]:
+    """Validate and route `path` as submit does (`processes` validating: 0 one per CPU), each
+    accepted line into LineIntake (when `store`)."""
     from corral.config import load_config
-    from producer.submit import checked_lines
-    from producer.validator import AcceptedLine
+    from producer.parallel_intake import CheckedJob, checked_jobs
 
     config = load_config(EXAMPLE_CONFIG)
     engine = fresh_store(url) if store else None
     models: set[str] = set()
     accepted = refused = 0
+    children = ChildrenPeaks()
     started = time.perf_counter()
-    with LineIntake(engine, "batch_bench") if engine else nullcontext() as intake:
-        for checked in checked_lines(path, config):
-            if isinstance(checked, AcceptedLine):
-                job = checked.job()
+    with children, LineIntake(engine, "batch_bench") if engine else nullcontext() as intake:
+        for checked in checked_jobs(path, config, processes):
+            if isinstance(checked, CheckedJob):
                 if intake is not None:
-                    intake.accept(checked.custom_id, checked.number, checked.model.name, job)
-                models.add(checked.model.name)
+                    intake.accept(checked.custom_id, checked.number, checked.model, checked.job)
+                models.add(checked.model)
                 accepted += 1
             else:
                 if intake is not None:
@@ -146,7 +150,39 @@ def run_pipeline(url: str, path: Path, store: bool) -> dict[str, Any]:
             finish(intake, accepted + refused, str(path), sorted(models))
     seconds = time.perf_counter() - started
     counts = stored_counts(engine) if engine else {"stored": 0, "records": 0}
-    return {"seconds": seconds, "lines": accepted + refused, "accepted": accepted, **counts}
+    return {"seconds": seconds, "lines": accepted + refused, "accepted": accepted, **counts,
+            "children_rss_mb": sorted(children.peaks_mb.values(), reverse=True)}
+
+
+class ChildrenPeaks:
+    """Each child process's peak resident memory (VmRSS, sampled every 0.1 s from /proc):
+    the validating workers and multiprocessing's resource tracker. (getrusage counts a
+    spawned child at its parent's size, from the fork before its exec.)"""
+
+    def __init__(self) -> None:
+        self.peaks_mb: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> ChildrenPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        parent = f"PPid:\t{os.getpid()}\n"
+        while not self._stop.wait(0.1):
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                if parent in status and "VmRSS:" in status:
+                    rss_mb = int(status.split("VmRSS:")[1].split()[0]) / 1024
+                    self.peaks_mb[int(pid)] = max(self.peaks_mb.get(int(pid), 0.0), rss_mb)
 
 
 def stored_counts(engine: Engine) -> dict[str, Any]:
@@ -163,7 +199,8 @@ def child_main(args: argparse.Namespace) -> None:
     if args.child == "storage":
         outcome = run_storage(args.url, args.lines)
     else:
-        outcome = run_pipeline(args.url, Path(args.file), store=args.child == "pipeline")
+        outcome = run_pipeline(args.url, Path(args.file), store=args.child != "validate",
+                               processes=1 if args.child == "serial" else 0)
     print(json.dumps(outcome))
 
 
@@ -177,26 +214,27 @@ def run_child(case: str, url: str, lines: int, path: Path) -> tuple[dict[str, An
     out, err = child.stdout.read(), child.stderr.read()  # type: ignore[union-attr]
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{case} on {url} failed: {err.decode()[-3000:]}")
-    return json.loads(out.decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+    outcome = json.loads(out.decode().strip().splitlines()[-1])
+    return outcome, usage.ru_maxrss / 1024 + sum(outcome.get("children_rss_mb", []))
 
 
 def postgres_in_own_schema(url: str) -> str:
     """`url` with search_path set to PG_SCHEMA, created if missing."""
-    engine = store_engine(url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}"))
-    finally:
-        engine.dispose()
+    run_sql(url, f"CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}")
     return make_url(url).update_query_dict({"options": f"-csearch_path={PG_SCHEMA}"}
                                            ).render_as_string(hide_password=False)
 
 
 def drop_schema(url: str) -> None:
+    run_sql(url, f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE")
+
+
+def run_sql(url: str, sql: str) -> None:
+    """One statement on a connection of its own, committed."""
     engine = store_engine(url)
     try:
         with engine.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+            connection.execute(text(sql))
     finally:
         engine.dispose()
 
@@ -227,9 +265,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--cases", type=lambda text: text.split(","), default=None,
+                        help="comma list of storage, pipeline, serial, validate (default all)")
     parser.add_argument("--postgres-url", default=os.environ.get("CORRAL_TEST_POSTGRES_URL",
                                                                  DEFAULT_POSTGRES_URL))
-    parser.add_argument("--child", choices=("storage", "pipeline", "validate"),
+    parser.add_argument("--child", choices=("storage", "pipeline", "serial", "validate"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
@@ -247,6 +287,8 @@ def main() -> None:
             print(f"input file: {args.lines:,} lines, {path.stat().st_size / 1e6:.0f} MB, "
                   f"1 in {REFUSED_EVERY} refused; {args.runs} runs per case", flush=True)
             for case, dialect in CASES:
+                if args.cases and case not in args.cases:
+                    continue
                 runs = []
                 for run in range(args.runs):
                     database = Path(tmp) / f"store-{run}.db"
@@ -258,7 +300,12 @@ def main() -> None:
                 rows.append((case, dialect, runs))
                 print(f"  {CASE_NAMES[case]} {dialect or '-'}: "
                       + ", ".join(f"{outcome['lines'] / outcome['seconds']:,.0f}/s "
-                                  f"{rss:.0f} MB" for outcome, rss in runs), flush=True)
+                                  f"{rss:.0f} MB" + (
+                                      f" ({rss - sum(outcome['children_rss_mb']):.0f} + "
+                                      + " + ".join(f"{child:.0f}" for child in
+                                                   outcome["children_rss_mb"]) + " MB)"
+                                      if outcome.get("children_rss_mb") else "")
+                                  for outcome, rss in runs), flush=True)
     finally:
         drop_schema(args.postgres_url)
     print_table(rows)
@@ -274,9 +321,12 @@ def print_table(rows: list[tuple[str, str, list[tuple[dict[str, Any], float]]]])
         print(f"{CASE_NAMES[case]:<32} {dialect or '-':<10} {first['lines']:>9,} "
               f"{first['stored']:>9,} {first['records']:>7,} {seconds:>8.2f} "
               f"{first['lines'] / seconds:>9,.0f} {rss:>11.0f}")
-    storage = next(outcome for outcome, _ in rows[0][2])
-    print(f"synthetic lines: jobs of {storage['job_bytes']:.0f} bytes on average; the "
-          f"generator alone ran at {storage['lines'] / storage['generator_s']:,.0f} lines/s")
+    storage = next((outcome for case, _, runs in rows if case == "storage"
+                    for outcome, _ in runs), None)
+    if storage:
+        print(f"synthetic lines: jobs of {storage['job_bytes']:.0f} bytes on average; the "
+              f"generator alone ran at {storage['lines'] / storage['generator_s']:,.0f} "
+              "lines/s")
     print(f"targets: >= {TARGET_LINES_PER_S:,} lines/s stored; peak RSS < {TARGET_RSS_MB_1M} MB "
           f"at 1M lines (load average at the end: {os.getloadavg()[0]:.1f})")
 

@@ -7,6 +7,11 @@ from celery import Celery
 from corral.redis_client import tls_options_for
 
 RUN_JOB_TASK = "corral.run_job"
+# The batch lane (workers/batch_lane.py): its tasks travel on their own queue, which every
+# worker consumes; their arguments are ids only.
+BATCH_QUEUE = "corral.batch"
+BATCH_SUBMIT_TASK = "corral.batch_lane.submit"
+BATCH_POLL_TASK = "corral.batch_lane.poll"
 
 
 def create_app(main: str = "corral", *, broker_url: str | None = None) -> Celery:

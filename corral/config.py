@@ -19,6 +19,7 @@ from corral.errors import ConfigError
 
 AUTO_MODEL = "auto"
 EXAMPLE_CONFIG_NAME = "corral.example.toml"
+BATCH_DISCOUNT = Decimal("0.5")  # OpenAI's and Anthropic's Batch APIs: half the live price
 
 
 class _Strict(BaseModel):
@@ -31,8 +32,14 @@ class Price(_Strict):
     input: Decimal = Field(ge=0)
     output: Decimal = Field(ge=0)
     cached_input: Decimal | None = Field(default=None, ge=0)
+    # A token written to the 5-minute prompt cache (Anthropic: 1.25× input); default: the
+    # input price, which is what OpenAI-style providers charge.
+    cache_write: Decimal | None = Field(default=None, ge=0)
+    # A token written to the 1-hour prompt cache (Anthropic: 2× input); default: cache_write.
+    cache_write_1h: Decimal | None = Field(default=None, ge=0)
 
-    @field_validator("input", "output", "cached_input", mode="before")
+    @field_validator("input", "output", "cached_input", "cache_write", "cache_write_1h",
+                     mode="before")
     @classmethod
     def _exact_decimal(cls, value: Any) -> Any:
         # TOML gives floats; str() keeps the digits the operator wrote (15.1, not 15.0999…).
@@ -43,6 +50,21 @@ class Price(_Strict):
         """The cached-input price, which defaults to the input price."""
         return self.input if self.cached_input is None else self.cached_input
 
+    @property
+    def cache_write_per_mtok(self) -> Decimal:
+        """The price of a token written to a 5-minute prompt cache (default: input)."""
+        return self.input if self.cache_write is None else self.cache_write
+
+    @property
+    def cache_write_1h_per_mtok(self) -> Decimal:
+        """The price of a token written to a 1-hour prompt cache (default: cache_write)."""
+        return self.cache_write_per_mtok if self.cache_write_1h is None else self.cache_write_1h
+
+    def scaled(self, factor: Decimal) -> Price:
+        """Every part of this price times `factor` (the batch lane's default: half)."""
+        return Price.model_validate({name: None if value is None else value * factor
+                                     for name, value in self.model_dump().items()})
+
 
 class ProviderConfig(_Strict):
     name: str
@@ -51,6 +73,9 @@ class ProviderConfig(_Strict):
     api_key_file: str | None = None
     accounting: Literal["openai", "anthropic"] = "openai"
     headers: dict[str, str] = Field(default_factory=dict)
+    # The provider's Batch API (half price, up to 24 h): OpenAI's files + batches, or
+    # Anthropic's message batches. None: live calls only.
+    batch_api: Literal["openai", "anthropic"] | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -72,6 +97,16 @@ class ModelConfig(_Strict):
     tags: tuple[str, ...] = ()
     price: Price
     list_price: Price | None = None
+    batch_price: Price | None = None  # on the batch lane; default: half of `price`
+    # The provider serves this model at OpenAI's `service_tier: "flex"` (slower, cheaper):
+    # the live lines of a `--deadline` batch ask for it, and answers served at it cost
+    # `flex_price`.
+    flex: bool = False
+    flex_price: Price | None = None  # on flex; default: the batch price (as OpenAI's)
+    # The provider's enqueued-token limit for this model's Batch API (OpenAI's per-model
+    # "batch queue limit"): the batch lane keeps its open provider batches' tokens under it,
+    # sending the rest as earlier ones finish. None: no limit.
+    batch_queue_tokens: int | None = Field(default=None, gt=0)
     max_cost: Decimal | None = Field(default=None, gt=0)  # $ per batch on this model
     fallback: str | None = None  # serves a request this model refuses (too long, unknown)
 
@@ -95,6 +130,16 @@ class ModelConfig(_Strict):
     def effective_list_price(self) -> Price:
         """The list price, or our price when no list price is configured."""
         return self.list_price or self.price
+
+    @property
+    def effective_batch_price(self) -> Price:
+        """The price on the batch lane: as configured, else half the live price."""
+        return self.batch_price or self.price.scaled(BATCH_DISCOUNT)
+
+    @property
+    def effective_flex_price(self) -> Price:
+        """The price of an answer served at flex: as configured, else the batch price."""
+        return self.flex_price or self.effective_batch_price
 
 
 class RateScope(_Strict):
@@ -212,8 +257,10 @@ class CorralConfig(_Strict):
     @cached_property
     def price_version(self) -> str:
         """A short fingerprint of the price tables, stored with every cost record."""
-        table = {name: [m.price.model_dump(mode="json"),
-                        m.effective_list_price.model_dump(mode="json")]
+        table = {name: [m.price.model_dump(mode="json", exclude_none=True),
+                        m.effective_list_price.model_dump(mode="json", exclude_none=True),
+                        *([m.batch_price.model_dump(mode="json")] if m.batch_price else []),
+                        *([m.flex_price.model_dump(mode="json")] if m.flex_price else [])]
                  for name, m in sorted(self.models.items())}
         digest = hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
         return f"prices-{digest[:12]}"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 import redis
@@ -40,18 +42,40 @@ class Grouped(Generic[Request, Answer]):
     round trip that fails fails each caller in it, which then handles the error as it would
     have alone. Thread-safe, and greenlet-safe under gevent's monkey-patching (its threading
     primitives yield to the hub). Subclasses say how a group is sent (`_send_all`).
+
+    With a `delay_s` (PostgreSQL's commit_delay), a round trip first waits up to that long for
+    the callers `expecting` to come (task slots running a line that will end in a call here)
+    while some have not: a round trip that takes little CPU time but much of it per trip (a
+    SQLite transaction under gevent, which blocks every greenlet) then carries many callers'
+    requests instead of one. A caller that no one is expecting to join it never waits.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, delay_s: float = 0.0) -> None:
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._queued: list[_Caller[Request, Answer]] = []
         self._in_flight = False
+        self._expected = 0
+        self._delay_s = delay_s
         self.round_trips = 0  # sent so far
 
     @property
     def waiting(self) -> int:
         """Callers queued for the next round trip."""
         return len(self._queued)
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Mark a caller that will probably `run` before it leaves this block (a task slot
+        running a line): a delayed round trip waits for it, or for it to leave."""
+        with self._lock:
+            self._expected += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._expected -= 1
+                self._arrived.notify_all()
 
     def run(self, calls: Sequence[Request]) -> list[Answer]:
         """Send `calls` (with whatever else is queued) and return their answers in order.
@@ -64,6 +88,7 @@ class Grouped(Generic[Request, Answer]):
             self._queued.append(caller)
             caller.leads = not self._in_flight
             self._in_flight = True
+            self._arrived.notify_all()
         if not caller.leads:
             caller.ready.wait()  # set with the results, or when the lead is handed over
         if caller.leads:
@@ -82,6 +107,12 @@ class Grouped(Generic[Request, Answer]):
 
     def _send(self, leader: _Caller[Request, Answer]) -> None:
         with self._lock:
+            give_up_at = time.monotonic() + self._delay_s
+            while len(self._queued) < self._expected:
+                left_s = give_up_at - time.monotonic()
+                if left_s <= 0:
+                    break
+                self._arrived.wait(left_s)
             group, self._queued = self._queued, []
             self.round_trips += 1
         try:
@@ -112,8 +143,8 @@ class GroupCommit(Grouped[ScriptCall, Any]):
     """Script calls to Redis, grouped: task slots that call during a round trip share the next
     one (one pipeline)."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        super().__init__()
+    def __init__(self, client: redis.Redis, *, delay_s: float = 0.0) -> None:
+        super().__init__(delay_s=delay_s)
         self._client = client
 
     def _send_all(self, requests: list[ScriptCall]) -> list[Any]:

@@ -6,6 +6,8 @@ import enum
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -37,7 +39,8 @@ def result_record(custom_id: str, *, request_id: str, body: dict[str, Any],
 def error_record(custom_id: str, *, code: str, message: str,
                  response: dict[str, Any] | None = None,
                  route: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A failed line: `error.code` from DESIGN §3, and the provider's 4xx when there was one."""
+    """A failed line: `error.code` (docs/concepts.md, the contract), and the provider's 4xx
+    when there was one."""
     record = {"id": new_record_id(), "custom_id": custom_id, "response": response,
               "error": {"code": code, "message": message}}
     if route is not None:
@@ -54,6 +57,28 @@ class Written(enum.IntEnum):
 
 
 DEFAULT_RETENTION_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class LineEnd:
+    """One line's end for `LineEnds.end_all`: its record, the billed call behind it (if any),
+    the model whose live counters it moves and what it adds to them."""
+
+    record: dict[str, Any]
+    line_no: int | None = None
+    call: LedgerRow | None = None
+    model: str = ""
+    call_counts: dict[str, int] | None = None
+
+    def row(self, batch_id: str, unsettled: Sequence[LedgerRow] = ()) -> RecordRow:
+        error = self.record.get("error")
+        return RecordRow(batch_id, self.record["custom_id"], self.record,
+                         error["code"] if error else None, self.line_no, self.call, unsettled)
+
+    @property
+    def error_code(self) -> str | None:
+        error = self.record.get("error")
+        return error["code"] if error else None
 
 
 class LineEnds:
@@ -77,6 +102,11 @@ class LineEnds:
         self.group_commit = GroupCommit(client)
         self._line_marks = lua_scripts.register(client, "line_marks")
         self._end_line = lua_scripts.register(client, "end_line")
+
+    def expecting(self) -> AbstractContextManager[None]:
+        """Mark a task slot running a line, whose end a store transaction may wait to share
+        (`Grouped.expecting`)."""
+        return self._writer.expecting()
 
     def end(self, batch_id: str, record: dict[str, Any], *, line_no: int | None = None,
             call: LedgerRow | None = None, settled_call: str = "", others: bool = True,
@@ -103,16 +133,14 @@ class LineEnds:
         """
         keys = BatchKeys(batch_id)
         custom_id = record["custom_id"]
-        error = record.get("error")
+        end = LineEnd(record, line_no, call, model, call_counts)
         marks = self.group_commit.run([(self._line_marks,
                                         [keys.meta, keys.attempts, keys.inflight],
                                         [custom_id])])[0] if others else []
         unsettled = [unsettled_row(batch_id, custom_id, int(number), mark)
                      for number, mark in zip(marks[::2], marks[1::2], strict=True)
                      if keys.call_id(custom_id, int(number)) != settled_call]
-        first = self._writer.write([RecordRow(
-            batch_id, custom_id, record, error["code"] if error else None, line_no, call,
-            unsettled)])[0]
+        first = self._writer.write([end.row(batch_id, unsettled)])[0]
         if first is None:
             return Written.GONE
         settled = [keys.call_id(custom_id, row.attempt) for row in unsettled]
@@ -121,16 +149,37 @@ class LineEnds:
         calls = lua_scripts.ScriptCalls()
         if along is not None:
             along(calls)
-        calls.call(*end_line_call(self._end_line, batch_id, custom_id, first=first,
-                                  error_code=error["code"] if error else None,
-                                  retention_s=self._retention_s, settled=settled, model=model,
-                                  call_counts=call_counts, meta_fields=meta_fields))
+        calls.call(*self._drop_call(batch_id, end, first, settled, meta_fields))
         # Redis's part of the batch may be gone (lost with its data): the store has the
         # record, and a rebuild recounts from it, so this end stands either way.
         _, *strays = self.group_commit.run(calls.calls)[-1]
         if strays:
             self._collect(batch_id, custom_id, strays)
         return Written.NEW if first else Written.DUPLICATE
+
+    def end_all(self, batch_id: str, ends: Sequence[LineEnd]) -> list[Written]:
+        """`end` for many lines that have no call in flight (a provider batch's answers):
+        one store transaction for all their records and rows, then one Redis round trip."""
+        firsts = self._writer.write([end.row(batch_id) for end in ends])
+        calls = lua_scripts.ScriptCalls()
+        filed = [(end, first) for end, first in zip(ends, firsts, strict=True)
+                 if first is not None]
+        for end, first in filed:
+            calls.call(*self._drop_call(batch_id, end, first, (), None))
+        if filed:
+            for (end, _), (_, *strays) in zip(filed, self.group_commit.run(calls.calls),
+                                              strict=True):
+                if strays:
+                    self._collect(batch_id, end.record["custom_id"], strays)
+        return [Written.GONE if first is None else Written.NEW if first else Written.DUPLICATE
+                for first in firsts]
+
+    def _drop_call(self, batch_id: str, end: LineEnd, first: bool, settled: Sequence[str],
+                   meta_fields: dict[str, str] | None) -> lua_scripts.ScriptCall:
+        return end_line_call(self._end_line, batch_id, end.record["custom_id"], first=first,
+                             error_code=end.error_code, retention_s=self._retention_s,
+                             settled=settled, model=end.model, call_counts=end.call_counts,
+                             meta_fields=meta_fields)
 
     def _collect(self, batch_id: str, custom_id: str, strays: list[Any]) -> None:
         """Write marks that came after the line's end began as unsettled rows, then drop them

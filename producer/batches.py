@@ -26,11 +26,15 @@ def new_batch_id() -> str:
     return f"batch_{uuid.uuid4().hex}"
 
 
-def batch_options(models: list[str], config_source: str,
-                  max_cost_usd: Decimal | None) -> dict[str, Any]:
-    """What a batch's store row keeps in `options`."""
-    return {"models": models, "config_source": config_source,
-            "max_cost_usd": None if max_cost_usd is None else format(max_cost_usd, "f")}
+def batch_options(models: list[str], config_source: str, max_cost_usd: Decimal | None,
+                  deadline_at: int | None = None) -> dict[str, Any]:
+    """What a batch's store row keeps in `options` (`deadline_at`: `submit --deadline`)."""
+    options: dict[str, Any] = {
+        "models": models, "config_source": config_source,
+        "max_cost_usd": None if max_cost_usd is None else format(max_cost_usd, "f")}
+    if deadline_at is not None:
+        options["deadline_at"] = deadline_at
+    return options
 
 
 def expires_at(created_at: int, completion_window: str) -> int:
@@ -39,7 +43,7 @@ def expires_at(created_at: int, completion_window: str) -> int:
 
 
 def read_batch(store: Store, batch_id: str, client: redis.Redis | None = None) -> dict[str, Any]:
-    """The batch object (DESIGN §3) for `batch_id`, from the record store; with `client`, its
+    """The batch object (docs/concepts.md) for `batch_id`, from the record store; with `client`, its
     spend so far from Redis's live counters.
 
     Raises:
@@ -56,7 +60,20 @@ def read_batch(store: Store, batch_id: str, client: redis.Redis | None = None) -
             spent_nusd = client.hget(BatchKeys(batch_id).meta, "spent_nusd")
         except redis.RedisError:
             spent_nusd = None  # a live figure only: the batch's state is in the store
-    return batch_object(row, int(spent_nusd or 0))
+    batch = batch_object(row, int(spent_nusd or 0))
+    kept = store.provider_batches.of_batch(batch_id)
+    if kept:
+        batch["provider_batches"] = [provider_batch_object(row) for row in kept]
+    return batch
+
+
+def provider_batch_object(row: dict[str, Any]) -> dict[str, Any]:
+    """A provider batch of the batch lane as `status` shows it."""
+    return {"id": row["id"], "provider": row["provider"], "model": row["model"],
+            "status": row["status"], "total": int(row["total"]), "done": int(row["done"]),
+            "created_at": int(row["created_at"]),
+            "ended_at": int(row["ended_at"]) if row.get("ended_at") else None,
+            "hedged_at": int(row["hedged_at"]) if row.get("hedged_at") else None}
 
 
 def batch_object(row: dict[str, Any], spent_nusd: int = 0) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The `corral` command line: every command of DESIGN §3, answers on stdout, the rest on stderr."""
+"""The `corral` command line (docs/cli.md): answers on stdout, the rest on stderr."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from corral.logs import configure_cli_logging
 from corral.settings import get_settings
 from producer import lifecycle
 from producer.batches import list_batches, read_batch
-from producer.costs import batch_cost
 from producer.durations import parse_duration_s
 from producer.estimate import Estimate
 from producer.flower import flower
@@ -39,16 +38,23 @@ from producer.session import (
 )
 from producer.single_machine import demo, run
 from producer.submit import check_file
-from producer.views import batches_table, cost_table, stdout_console, wait_for_batch
+from producer.views import (
+    batches_table,
+    cost_table,
+    plans_table,
+    provider_batches_table,
+    stdout_console,
+    wait_for_batch,
+)
 from producer.watch import watch_batches
 
 # Commands whose modules are imported only when the command runs (or help lists it): the
 # exporter needs prometheus_client, which every other command (a feeder too) would pay for.
-LAZY_COMMANDS = {"exporter": "producer.exporter:exporter"}
+LAZY_COMMANDS = {"exporter": "producer.exporter:exporter", "report": "producer.report:report"}
 
 
 class CorralGroup(click.Group):
-    """Maps corral's errors to one stderr line and DESIGN §3's exit codes; loads
+    """Maps corral's errors to one stderr line and the exit codes of docs/concepts.md; loads
     LAZY_COMMANDS when they are asked for."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -112,15 +118,19 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @click.option("--max-cost", "max_cost", default=None, metavar="USD",
               help="Spending cap for the batch; lines that would pass it end as "
               "budget_exceeded.")
+@click.option("--deadline", default=None, metavar="DURATION",
+              help="Finish within DURATION (e.g. 6h): lines whose provider has a Batch API "
+              "run there at half price where the deadline allows, hedged live near it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the batch object as JSON.")
 @click.pass_obj
 def submit(session: Session, file: Path, wait: bool, skip_invalid: bool,
-           completion_window: str, max_cost: str | None, as_json: bool) -> None:
+           completion_window: str, max_cost: str | None, deadline: str | None,
+           as_json: bool) -> None:
     """Validate FILE, route every line, and enqueue the batch."""
     parse_duration_s(completion_window)
     batch_id = submit_batch(session, file, skip_invalid=skip_invalid,
                             completion_window=completion_window,
-                            max_cost_usd=parse_usd(max_cost))
+                            max_cost_usd=parse_usd(max_cost), deadline=deadline)
     finish_submit(session, batch_id, wait=wait, as_json=as_json)
 
 
@@ -146,11 +156,14 @@ def status(session: Session, batch_id: str | None, watch: bool, interval_s: floa
         return
     expire_if_due(session.redis, session.store, session.feeder(batch_id), batch_id)
     batch = (wait_for_batch(session.store, batch_id) if watch
-             else read_batch(session.store, batch_id, session.redis))
+             else session.batch(batch_id).status())
     if as_json:
         click.echo(json.dumps(batch))
-    else:
-        stdout_console().print(batches_table([batch]))
+        return
+    console = stdout_console()
+    console.print(batches_table([batch]))
+    if batch.get("provider_batches"):
+        console.print(provider_batches_table(batch))
 
 
 @cli.command()
@@ -181,12 +194,7 @@ def results(session: Session, batch_id: str, output: Path, errors_path: Path | N
 @click.pass_obj
 def cost(session: Session, batch_id: str, as_json: bool) -> None:
     """Tokens and money per model, with savings against list prices."""
-    read_batch(session.store, batch_id)
-    try:
-        config = session.config
-    except ConfigError:
-        config = None  # the ledger needs no config; only unsettled calls are then not priced
-    report = batch_cost(session.store, batch_id, config, session.redis)
+    report = session.batch(batch_id).cost_report()
     if as_json:
         click.echo(json.dumps(report.as_json()))
     else:
@@ -199,18 +207,30 @@ def cost(session: Session, batch_id: str, as_json: bool) -> None:
 @click.option("--skip-invalid", is_flag=True, help="Estimate the valid lines only.")
 @click.option("--monthly", type=click.IntRange(min=1), default=None,
               help="Also project N such batches a month, per month and per year.")
+@click.option("--deadline", default=None, metavar="DURATION",
+              help="Plan lines across the providers' Batch APIs and live calls to finish "
+              "within DURATION (e.g. 6h), and show the plan beside all-live and all-batch.")
+@click.option("--max-cost", "max_cost", default=None, metavar="USD",
+              help="With --deadline: the budget the plan keeps to.")
 @click.pass_obj
 def estimate(session: Session, file: Path, as_json: bool, skip_invalid: bool,
-             monthly: int | None) -> None:
+             monthly: int | None, deadline: str | None, max_cost: str | None) -> None:
     """Tokens, money and time for FILE with the routing applied, before spending anything."""
+    deadline_s = None if deadline is None else parse_duration_s(deadline)
     result = Estimate(session.config)
     check = check_file(file, session.config, report_rejected, result.add)
     if check.rejected and not skip_invalid:
         click.echo(f"corral: {check.rejected} bad line(s) in {file} (--skip-invalid "
                    "estimates the valid lines)", err=True)
         raise SystemExit(EXIT_USAGE)
+    data = result.as_json(monthly)
+    if deadline_s is not None:
+        data["deadline_s"] = deadline_s
+        data["plans"] = result.plans(deadline_s, session.plan_turnaround_s,
+                                     parse_usd(max_cost), session.hedge_margin_s)
+        data["live_only"] = result.live_only_reasons()
     if as_json:
-        click.echo(json.dumps(result.as_json(monthly)))
+        click.echo(json.dumps(data))
         return
     console = stdout_console()
     console.print(cost_table(result.report, title=f"Estimate for {file} (output at the "
@@ -218,10 +238,14 @@ def estimate(session: Session, file: Path, as_json: bool, skip_invalid: bool,
     console.print(f"least time under the limits: {result.duration_s:,.0f} s "
                   "(plus provider latency)")
     if monthly is not None:
-        projection = result.as_json(monthly)["monthly"]
+        projection = data["monthly"]
         console.print(f"x {monthly} batches a month: ${projection['cost_usd_per_month']} a "
                       f"month, ${projection['cost_usd_per_year']} a year; saves "
                       f"${projection['savings_usd_per_month']} a month against list prices")
+    if deadline is not None:
+        console.print(plans_table(data["plans"], title=f"Lanes for a deadline of {deadline}"))
+        for reason, count in data["live_only"].items():
+            console.print(f"{count:,} line(s) must run live: {reason}")
 
 
 @cli.command()
@@ -243,7 +267,7 @@ def check(session: Session) -> None:
 @click.pass_obj
 def cancel(session: Session, batch_id: str) -> None:
     """Stop a batch: unstarted lines end as batch_cancelled; finished results are kept."""
-    ended = lifecycle.cancel(session.redis, session.store, session.feeder(batch_id), batch_id)
+    ended = session.batch(batch_id).cancel()
     batch = read_batch(session.store, batch_id)
     click.echo(f"corral: {batch_id} {batch['status']}: {ended} lines cancelled without a "
                "provider call", err=True)
@@ -285,9 +309,8 @@ def feed(session: Session, batch_id: str) -> None:
 @click.pass_obj
 def retry(session: Session, batch_id: str, codes: str | None) -> None:
     """Run failed lines again, e.g. after fixing a key; old records go to the history."""
-    wanted = {code.strip() for code in codes.split(",")} if codes else None
-    retried = lifecycle.retry(session.redis, session.store, session.app, session.config,
-                              batch_id, wanted)
+    wanted = [code.strip() for code in codes.split(",")] if codes else None
+    retried = session.batch(batch_id).retry(wanted)
     click.echo(f"corral: {batch_id}: {retried.enqueued} failed lines enqueued again", err=True)
     if retried.not_stored:
         click.echo(f"corral: {batch_id}: {retried.not_stored} failed lines left as they are: "

@@ -1,4 +1,4 @@
-"""`cost`: totals of the cost ledger per model, in Decimal, shaped as DESIGN §3 says."""
+"""`cost`: totals of the cost ledger per model, in Decimal, shaped as docs/concepts.md says."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class CostTotals:
         return self.list_cost_usd - self.cost_usd
 
     def as_json(self) -> dict[str, Any]:
-        """DESIGN §3's T object; money as unrounded decimal strings."""
+        """The contract's T object (docs/concepts.md); money as unrounded decimal strings."""
         return {"requests": self.requests, "input_tokens": self.input_tokens,
                 "cached_input_tokens": self.cached_input_tokens,
                 "output_tokens": self.output_tokens, "cost_usd": _money(self.cost_usd),

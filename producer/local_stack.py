@@ -11,6 +11,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from corral.celery_app import BATCH_QUEUE
 from corral.embedded_redis import EmbeddedRedis, is_reachable
 from corral.errors import CorralError
 from corral.redis_client import connect
@@ -61,7 +62,9 @@ class ChildProcess:
 
 def worker_command(*, queues: list[str], concurrency: int, name: str,
                    pool: str = "threads") -> list[str]:
-    """The command line of one corral worker process (threads by default: see README)."""
+    """The command line of one corral worker process (threads by default: see README), on
+    `queues` and the batch lane's."""
+    queues = [*queues, *([] if BATCH_QUEUE in queues else [BATCH_QUEUE])]
     return [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--pool", pool,
             "--concurrency", str(concurrency), "--queues", ",".join(queues), "--loglevel",
             "INFO", "--without-gossip", "--without-mingle",

@@ -19,17 +19,46 @@ class RawLine:
     offset: int = 0
 
 
-def read_lines(path: str | Path) -> Iterator[RawLine]:
-    """Yield the non-blank lines of `path`, numbered as physical lines from 1.
+@dataclass(frozen=True)
+class Span:
+    """Whole lines of a file: bytes [start, end), the first of them numbered `first_number`."""
+
+    start: int
+    end: int
+    first_number: int
+
+
+def read_lines(path: str | Path, span: Span | None = None) -> Iterator[RawLine]:
+    """Yield the non-blank lines of `path` (or of one span of it), numbered as physical lines
+    from 1.
 
     A UTF-8 BOM at the start and CRLF line ends are accepted; blank lines are skipped but counted.
     """
-    offset = 0
+    offset = span.start if span else 0
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
+        handle.seek(offset)
+        for number, line in enumerate(handle, start=span.first_number if span else 1):
+            if span is not None and offset >= span.end:
+                return
             start, offset = offset, offset + len(line)
-            if number == 1 and line.startswith(UTF8_BOM):
+            if start == 0 and line.startswith(UTF8_BOM):
                 line = line[len(UTF8_BOM):]
             line = line.rstrip(b"\r\n")
             if line.strip():
                 yield RawLine(number, line, start)
+
+
+def spans(path: str | Path, span_bytes: int) -> Iterator[Span]:
+    """Cut `path` into spans of about `span_bytes` each, at line ends (one read of the file,
+    to number their lines)."""
+    start, number = 0, 1
+    with open(path, "rb") as handle:
+        while True:
+            data = handle.read(span_bytes)
+            if not data:
+                return
+            rest = handle.readline()  # the end of the span's last line
+            data += rest
+            yield Span(start, start + len(data), number)
+            start += len(data)
+            number += data.count(b"\n")

@@ -15,8 +15,8 @@ from corral.config import example_config_text, parse_config
 from producer.costs import batch_cost
 from producer.local_stack import LocalStack
 from producer.results import errors_path_for, write_outputs
-from producer.session import EXIT_FAILED_LINES, Session, feed_in_thread, submit_batch
-from producer.views import cost_table, stdout_console, wait_for_batch
+from producer.session import EXIT_FAILED_LINES, Session, submit_batch
+from producer.views import cost_table, stdout_console
 
 DEMO_BATCH_NAME = "demo_batch.jsonl"
 EXAMPLE_BASE_URL = "http://127.0.0.1:8100/v1"
@@ -24,19 +24,16 @@ EXAMPLE_KEY_ENV = "CORRAL_GATEWAY_KEY"
 
 
 def run_file(session: Session, stack: LocalStack, file: Path, output: Path | None, *,
-             processes: int, concurrency: int, skip_invalid: bool) -> None:
+             processes: int, concurrency: int, skip_invalid: bool,
+             deadline: str | None = None) -> None:
     """Submit `file`, run it on local workers, write outputs, print the cost table."""
     session.use_redis(stack.ensure_redis(session.settings.redis_url))
     stack.env.update(CORRAL_REDIS_URL=session.settings.redis_url,
                      CORRAL_CONFIG=str(Path(session.config.source).resolve()))
-    batch_id = submit_batch(session, file, skip_invalid=skip_invalid)
+    batch_id = submit_batch(session, file, skip_invalid=skip_invalid, deadline=deadline)
     queues = sorted({model.queue for model in session.config.models.values()})
     stack.start_workers(queues=queues, processes=processes, concurrency=concurrency)
-    feeder = feed_in_thread(session, batch_id)
-    try:
-        batch = wait_for_batch(session.store, batch_id)
-    finally:
-        feeder.stop()
+    batch = session.batch(batch_id).wait(progress=True)
     output = output or file.with_name(f"{file.stem}.results.jsonl")
     errors = errors_path_for(output)
     counts = write_outputs(session.store, batch_id, output, errors)
@@ -55,13 +52,16 @@ def run_file(session: Session, stack: LocalStack, file: Path, output: Path | Non
 @click.option("--workers", "processes", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--skip-invalid", is_flag=True)
+@click.option("--deadline", default=None, metavar="DURATION",
+              help="As submit --deadline: the providers' Batch APIs where the deadline "
+              "allows.")
 @click.pass_obj
 def run(session: Session, file: Path, output: Path | None, processes: int, concurrency: int,
-        skip_invalid: bool) -> None:
+        skip_invalid: bool, deadline: str | None) -> None:
     """Run FILE on this machine, starting Redis and workers if needed."""
     with LocalStack() as stack:
         run_file(session, stack, file, output, processes=processes, concurrency=concurrency,
-                 skip_invalid=skip_invalid)
+                 skip_invalid=skip_invalid, deadline=deadline)
 
 
 @click.command()

@@ -9,7 +9,7 @@ as hashes (SeenIds).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -21,10 +21,8 @@ from corral.config import CorralConfig
 from corral.store import Store
 from corral.store.intake import LineIntake
 from producer.batches import batch_options, expires_at
-from producer.reader import read_lines
-from producer.router import Router
-from producer.seen_ids import SeenIds
-from producer.validator import AcceptedLine, LineValidator, RejectedLine
+from producer.parallel_intake import CheckedJob, checked_jobs, checked_lines
+from producer.validator import AcceptedLine, RejectedLine
 
 
 @dataclass
@@ -49,13 +47,6 @@ class NothingToSubmitError(ValueError):
     """The file has no request lines."""
 
 
-def checked_lines(path: Path, config: CorralConfig) -> Iterator[AcceptedLine | RejectedLine]:
-    """Every line of `path`, validated and routed, in order."""
-    validator = LineValidator(Router(config), SeenIds(path))
-    for raw in read_lines(path):
-        yield validator.check(raw)
-
-
 def check_file(path: Path, config: CorralConfig,
                on_reject: Callable[[RejectedLine], None],
                on_accept: Callable[[AcceptedLine], None] | None = None) -> FileCheck:
@@ -75,14 +66,20 @@ def check_file(path: Path, config: CorralConfig,
 
 
 def take_in(path: Path, config: CorralConfig, intake: LineIntake,
-            on_reject: Callable[[RejectedLine], None]) -> FileCheck:
+            on_reject: Callable[[RejectedLine], None], *, processes: int = 0,
+            lane_of: Callable[[str, str, str], tuple[str, str]] | None = None) -> FileCheck:
     """One pass over `path`: validate and route each line into `intake` (the store's open
-    transaction: nothing of it lasts unless the caller finishes it)."""
+    transaction: nothing of it lasts unless the caller finishes it), a big file's lines
+    validated in `processes` worker processes (0: one per CPU; `checked_jobs`). `lane_of`
+    (custom_id, model, job) puts each accepted line on its lane, with the job to store
+    (default: live, as validated)."""
     check = FileCheck()
-    for checked in checked_lines(path, config):
-        if isinstance(checked, AcceptedLine):
-            check.accepted_by_model[checked.model.name] += 1
-            intake.accept(checked.custom_id, checked.number, checked.model.name, checked.job())
+    for checked in checked_jobs(path, config, processes):
+        if isinstance(checked, CheckedJob):
+            check.accepted_by_model[checked.model] += 1
+            lane, job = lane_of(checked.custom_id, checked.model, checked.job) if lane_of \
+                else ("live", checked.job)
+            intake.accept(checked.custom_id, checked.number, checked.model, job, lane)
         else:
             check.rejected += 1
             intake.reject(checked.record_id, checked.number, checked.reason)
@@ -94,17 +91,23 @@ def take_in(path: Path, config: CorralConfig, intake: LineIntake,
 
 def open_batch(client: redis.Redis, store: Store, path: Path, config: CorralConfig,
                batch_id: str, intake: LineIntake, check: FileCheck, created_at: int, *,
-               completion_window: str,
-               max_cost_usd: Decimal | None = None) -> str:
+               completion_window: str, max_cost_usd: Decimal | None = None,
+               input_file: str | None = None, deadline_at: int | None = None,
+               batch_lane_by_model: dict[str, int] | None = None) -> str:
     """Commit a file taken in as a batch created at `created_at` (s, the Redis clock, as the
     intake's), with its lines and refused lines' records, then give it its state in Redis;
-    the feeder sends its lines from the store (`corral/feeder.py`)."""
+    the feeder sends its lines from the store (`corral/feeder.py`). `input_file` names the
+    source in the batch object (default: the file's absolute path); lines on the batch lane
+    (`batch_lane_by_model`) are the batch lane's to send, by `deadline_at`."""
     intake.finish(total=check.total, completion_window=completion_window,
                   expires_at=expires_at(created_at, completion_window),
-                  input_file=str(path.resolve()),
+                  input_file=input_file or str(path.resolve()),
                   options=batch_options(sorted(check.accepted_by_model), config.source or "",
-                                        max_cost_usd))
+                                        max_cost_usd, deadline_at))
     row = store.batches.get(batch_id)
     assert row is not None, "a batch just committed"
-    put_batch_state(client, batch_meta(row, dict(check.accepted_by_model)))
+    on_batch_lane = batch_lane_by_model or {}
+    put_batch_state(client, batch_meta(row, {model: count - on_batch_lane.get(model, 0)
+                                             for model, count in
+                                             check.accepted_by_model.items()}))
     return batch_id

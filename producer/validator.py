@@ -1,4 +1,4 @@
-"""Checks one input line against DESIGN §3 and routes it; every refusal names its reason."""
+"""Checks one line against the input rules (docs/concepts.md) and routes it; refusals say why."""
 
 from __future__ import annotations
 
@@ -68,48 +68,62 @@ class LineValidator:
 
     def check(self, raw: RawLine) -> AcceptedLine | RejectedLine:
         """Validate and route one line."""
-        custom_id: str | None = None
-        try:
-            line = _parse_object(raw.data)
-            custom_id = _check_custom_id(line.get("custom_id"))
-            accepted = self._check_request(raw.number, custom_id, line)
-        except LineRejected as err:
-            return RejectedLine(raw.number, str(err), custom_id)
-        if not self._seen_ids.add(custom_id, raw.offset):
-            # The repeat is the bad line; its record must not collide with the first's.
-            return RejectedLine(raw.number, f"duplicate custom_id {custom_id!r}")
-        return accepted
+        checked = check_line(self._router, raw)
+        if isinstance(checked, AcceptedLine) and not self._seen_ids.add(checked.custom_id,
+                                                                         raw.offset):
+            return duplicate(raw.number, checked.custom_id)
+        return checked
 
-    def _check_request(self, number: int, custom_id: str, line: dict[str, Any]) -> AcceptedLine:
-        if line.get("method") != "POST":
-            raise LineRejected(f"method must be \"POST\", got {line.get('method')!r}")
-        url = line.get("url")
-        if url != CHAT_COMPLETIONS_URL:
-            raise LineRejected(f"url must be {CHAT_COMPLETIONS_URL!r}, got {url!r}")
-        body = line.get("body")
-        if not isinstance(body, dict):
-            raise LineRejected("body must be a JSON object")
-        _check_body(body)
-        metadata = line.get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise LineRejected("metadata must be a JSON object")
-        try:
-            model, route = self._router.route(body, metadata)
-        except UnknownModelError as err:
-            raise LineRejected(str(err)) from None
-        prompt_tokens = estimate_prompt_tokens(body)
-        if prompt_tokens > model.context_window:
-            raise LineRejected(
-                f"prompt of about {prompt_tokens} tokens exceeds the {model.context_window}-token "
-                f"context window of {model.name}")
-        # reservation_tokens(body, …), without estimating the prompt a second time.
-        reservation = prompt_tokens + requested_output_tokens(body, model.default_max_tokens)
-        if reservation > model.tpm:
-            raise LineRejected(
-                f"request needs {reservation} tokens (prompt + max_tokens × n) but {model.name} "
-                f"allows only {model.tpm} tokens per minute: it could never run")
-        return AcceptedLine(number, custom_id, model, route, {**body, "model": model.upstream},
-                            prompt_tokens, reservation)
+
+def check_line(router: Router, raw: RawLine) -> AcceptedLine | RejectedLine:
+    """Validate and route one line on its own (whether its custom_id came before is the
+    caller's to ask: `SeenIds`)."""
+    custom_id: str | None = None
+    try:
+        line = _parse_object(raw.data)
+        custom_id = _check_custom_id(line.get("custom_id"))
+        return _check_request(router, raw.number, custom_id, line)
+    except LineRejected as err:
+        return RejectedLine(raw.number, str(err), custom_id)
+
+
+def duplicate(number: int, custom_id: str) -> RejectedLine:
+    """The refusal of a line whose custom_id an earlier line has: the repeat is the bad line,
+    so it is filed under its line number (its record must not collide with the first's)."""
+    return RejectedLine(number, f"duplicate custom_id {custom_id!r}")
+
+
+def _check_request(router: Router, number: int, custom_id: str,
+                   line: dict[str, Any]) -> AcceptedLine:
+    if line.get("method") != "POST":
+        raise LineRejected(f"method must be \"POST\", got {line.get('method')!r}")
+    url = line.get("url")
+    if url != CHAT_COMPLETIONS_URL:
+        raise LineRejected(f"url must be {CHAT_COMPLETIONS_URL!r}, got {url!r}")
+    body = line.get("body")
+    if not isinstance(body, dict):
+        raise LineRejected("body must be a JSON object")
+    _check_body(body)
+    metadata = line.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise LineRejected("metadata must be a JSON object")
+    try:
+        model, route = router.route(body, metadata)
+    except UnknownModelError as err:
+        raise LineRejected(str(err)) from None
+    prompt_tokens = estimate_prompt_tokens(body)
+    if prompt_tokens > model.context_window:
+        raise LineRejected(
+            f"prompt of about {prompt_tokens} tokens exceeds the {model.context_window}-token "
+            f"context window of {model.name}")
+    # reservation_tokens(body, …), without estimating the prompt a second time.
+    reservation = prompt_tokens + requested_output_tokens(body, model.default_max_tokens)
+    if reservation > model.tpm:
+        raise LineRejected(
+            f"request needs {reservation} tokens (prompt + max_tokens × n) but {model.name} "
+            f"allows only {model.tpm} tokens per minute: it could never run")
+    return AcceptedLine(number, custom_id, model, route, {**body, "model": model.upstream},
+                        prompt_tokens, reservation)
 
 
 def _parse_object(data: bytes) -> dict[str, Any]:

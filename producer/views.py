@@ -68,6 +68,36 @@ def cost_table(report: CostReport, title: str = "Cost") -> Table:
     return table
 
 
+def provider_batches_table(batch: dict[str, Any]) -> Table:
+    """The provider batches of a batch's batch lane, with their state and progress."""
+    table = Table(title=f"Provider batches of {batch['id']}")
+    for header in ("provider batch", "provider", "model", "status", "done", "total",
+                   "created (UTC)", "hedged (UTC)"):
+        table.add_column(header)
+    for row in batch.get("provider_batches", []):
+        table.add_row(row["id"], row["provider"], row["model"], row["status"],
+                      str(row["done"]), str(row["total"]), _when(row["created_at"]),
+                      _when(row["hedged_at"]))
+    return table
+
+
+PLAN_NAMES = {"live": "all live", "batch": "all batch", "plan": "plan"}
+
+
+def plans_table(plans: dict[str, dict[str, Any]], title: str) -> Table:
+    """`estimate --deadline`: each plan's lines per lane, cost and expected finish."""
+    table = Table(title=title)
+    for header in ("plan", "live lines", "batch lines", "cost", "finish"):
+        table.add_column(header, justify="left" if header == "plan" else "right")
+    for name, plan in plans.items():
+        table.add_row(PLAN_NAMES.get(name, name), f"{plan['lines']['live']:,}",
+                      f"{plan['lines']['batch']:,}", _usd(Decimal(plan["cost_usd"])),
+                      f"{plan['finish_s']:,.0f} s", style="bold" if name == "plan" else None)
+    table.caption = ("finish: expected, from the rate limits and the providers' batch "
+                     "turnaround (CORRAL_BATCH_TURNAROUND_S until batches have been seen)")
+    return table
+
+
 def _when(timestamp: int | None) -> str:
     if not timestamp:
         return "-"

@@ -50,6 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     add("--hang-rate", type=float, default=0.0, help="share of calls never answered")
     add("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     add("--seed", type=int, default=0, help="seed of random faults and latency jitter")
+    add(
+        "--batch-lines-per-s",
+        type=float,
+        default=1000.0,
+        help="batch lanes: lines each batch answers per second, in the background",
+    )
+    add(
+        "--batch-window-s",
+        type=float,
+        default=None,
+        help="batch lanes: seconds a batch runs before it expires, replacing its 24 h "
+        "completion window (a test's time scale); expires_at reports it too",
+    )
+    add(
+        "--batch-stall",
+        action="store_true",
+        help="batch lanes: every batch stays in_progress without progress until cancelled or "
+        'expired (also at run time: POST /_sim/faults {"batch_stall": true|false|[ids]})',
+    )
+    add(
+        "--batch-cancel-s",
+        type=float,
+        default=0.0,
+        help="batch lanes: seconds a cancelled batch stays cancelling, still answering lines, "
+        "before it ends cancelled (OpenAI's can take minutes; default 0)",
+    )
     return parser
 
 
@@ -78,6 +104,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> SimConfig:
             seed=args.seed,
             port=args.port,
             host=args.host,
+            batch_lines_per_s=args.batch_lines_per_s,
+            batch_window_s=args.batch_window_s,
+            batch_stall=args.batch_stall,
+            batch_cancel_s=args.batch_cancel_s,
         )
     except ValueError as err:
         parser.error(str(err))

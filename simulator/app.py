@@ -1,4 +1,4 @@
-"""Routing: the OpenAI endpoints and the /_sim control endpoints tests use."""
+"""Routing: the OpenAI and Anthropic endpoints and the /_sim control endpoints tests use."""
 
 from __future__ import annotations
 
@@ -6,9 +6,19 @@ import json
 from typing import Any
 
 from . import errors
+from .anthropic_batches import handle_message_batches
 from .chat import handle_chat
+from .files import handle_files
 from .http_server import Request, Response, json_response
+from .openai_batches import handle_batches
 from .state import SimState
+
+# Resource prefixes whose handlers route the rest of the path themselves.
+_RESOURCES = (
+    ("/v1/messages/batches", handle_message_batches),
+    ("/v1/batches", handle_batches),
+    ("/v1/files", handle_files),
+)
 
 
 class App:
@@ -36,6 +46,10 @@ class App:
         if route == ("POST", "/_sim/reset"):
             self.state.reset()
             return json_response(200, {"reset": True})
+        for prefix, handler in _RESOURCES:
+            if route[1] == prefix or route[1].startswith(prefix + "/"):
+                tail = [part for part in route[1][len(prefix) :].split("/") if part]
+                return handler(self.state, request, tail)
         return errors.route_not_found(request.method, request.path)
 
     def _models(self, request: Request) -> Response:
@@ -73,14 +87,21 @@ class App:
         if not isinstance(changes, dict):
             return errors.invalid_request("The request body must be a JSON object.")
         storm = changes.pop("storm", None)
+        batch_stall = changes.pop("batch_stall", None)
         try:
             settings = self.state.faults.updated(changes)
             if storm is not None:
                 if not isinstance(storm, dict):
                     raise ValueError("storm must be an object")
                 self.state.storms.start(storm, self.state.now_s())
+            if batch_stall is not None:
+                self.state.batch_stall.update(batch_stall)
         except ValueError as err:
             return errors.invalid_request(str(err))
         self.state.faults = settings
-        body = {**vars(settings), "storms": self.state.storms.describe(self.state.now_s())}
+        body = {
+            **vars(settings),
+            "storms": self.state.storms.describe(self.state.now_s()),
+            "batch_stall": self.state.batch_stall.describe(),
+        }
         return json_response(200, body)

@@ -4,32 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 
 from . import errors
-from .completions import (
-    chat_completion_body,
-    count_prompt_tokens,
-    make_choices,
-    message_texts,
-    messages_digest,
+from .chat_core import (
+    AdmittedChat,
+    Refused,
+    admit_chat,
+    complete,
+    fault_error,
+    new_request_id,
+    scripted_fault,
 )
 from .config import ModelSpec
-from .faults import SCRIPT_PREFIX, Fault
+from .faults import Fault
 from .headers import rate_limit_headers, retry_after_headers
 from .http_server import Request, Response, json_response
 from .limiters import RateLimiter
 from .state import SimState
-from .validation import ChatRequest, InvalidRequest, parse_chat_request
-
-_SCRIPT_PREFIX_BYTES = SCRIPT_PREFIX.encode()
 
 
 async def handle_chat(state: SimState, request: Request) -> Response:
     """Answer one chat completion call and count it in the stats."""
     arrived_ms = state.stats.record_arrival()
     response, model = await _answer(state, request)
-    response.headers.append(("x-request-id", f"req_{os.urandom(16).hex()}"))
+    response.headers.append(("x-request-id", new_request_id()))
     state.stats.record_call(None if response.hang else response.status, model, arrived_ms)
     return response
 
@@ -38,23 +36,16 @@ async def _answer(state: SimState, request: Request) -> tuple[Response, str | No
     """The response and the served model's name (None if the call never got that far)."""
     if not state.authorized(request.headers):
         return errors.invalid_api_key(), None
-    try:
-        chat = parse_chat_request(request.body)
-    except InvalidRequest as err:
-        return errors.invalid_request(err.message, err.param), None
-    spec = state.resolve_model(chat.model)
-    if spec is None:
-        return errors.model_not_found(chat.model), None
-    prompt_tokens = count_prompt_tokens(chat.messages)
-    if prompt_tokens > spec.context_tokens:
-        return errors.context_length_exceeded(spec.context_tokens, prompt_tokens), spec.name
+    admitted = admit_chat(state, request.body)
+    if isinstance(admitted, Refused):
+        return admitted.response, admitted.model
+    chat, spec = admitted.chat, admitted.spec
     now_s = state.now_s()
     limiter = state.limiter(spec)
-    digest = messages_digest(chat.messages)
-    fault = _pick_fault(state, request, chat, digest, now_s)
+    fault = _pick_fault(state, request, admitted, now_s)
     if fault is not None:
         return _fault_response(fault, spec, limiter, now_s), spec.name
-    charged_tokens = prompt_tokens + (chat.max_tokens or spec.default_max_tokens) * chat.n
+    charged_tokens = admitted.prompt_tokens + (chat.max_tokens or spec.default_max_tokens) * chat.n
     headers: list[tuple[str, str]] = []
     if limiter is not None:
         decision = limiter.try_acquire(1, charged_tokens, now_s)
@@ -64,27 +55,22 @@ async def _answer(state: SimState, request: Request) -> tuple[Response, str | No
                 state, spec, limiter, decision.limited_by, decision.wait_s, charged_tokens, headers
             ), spec.name
     state.stats.record_admission(spec.name, now_s * 1000, charged_tokens)
-    choices = make_choices(digest, chat.n, chat.max_tokens)
-    completion_tokens = sum(choice.completion_tokens for choice in choices)
-    cached_tokens = state.prompt_cache.cached_tokens(chat.messages)
-    delay_s = state.random_faults.latency_s(state.faults, completion_tokens)
+    answer = complete(state, admitted)
+    delay_s = state.random_faults.latency_s(state.faults, answer.completion_tokens)
     if delay_s > 0:
         await asyncio.sleep(delay_s)
-    body = chat_completion_body(chat.model, choices, prompt_tokens, cached_tokens)
-    state.stats.record_served(spec.name, prompt_tokens, completion_tokens)
-    return json_response(200, body, headers), spec.name
+    state.stats.record_served(spec.name, answer.prompt_tokens, answer.completion_tokens)
+    return json_response(200, answer.body, headers), spec.name
 
 
 def _pick_fault(
-    state: SimState, request: Request, chat: ChatRequest, digest: bytes, now_s: float
+    state: SimState, request: Request, admitted: AdmittedChat, now_s: float
 ) -> Fault | None:
     """Scripted markers first, then a storm on the model, then the random draw."""
-    # The byte check skips joining message text on the hot path; markers survive JSON as-is.
-    if _SCRIPT_PREFIX_BYTES in request.body:
-        fault = state.scripted.check("\n".join(message_texts(chat.messages)), digest)
-        if fault is not None:
-            return fault
-    fault = state.storms.check(chat.model, now_s)
+    fault = scripted_fault(state, request.body, admitted)
+    if fault is not None:
+        return fault
+    fault = state.storms.check(admitted.chat.model, now_s)
     if fault is not None:
         return fault
     return state.random_faults.draw(state.faults)
@@ -98,17 +84,7 @@ def _fault_response(
     headers = rate_limit_headers(limiter.snapshot(now_s)) if limiter is not None else []
     if fault.kind == "rate_limit":
         headers.extend(retry_after_headers(fault.retry_after_ms))
-        response = errors.injected_rate_limit(spec.name)
-    elif fault.kind == "quota":
-        response = errors.insufficient_quota()
-    elif fault.kind == "timeout":
-        response = errors.request_timeout()
-    elif fault.kind == "bad_request":
-        response = errors.invalid_request("Scripted invalid request.")
-    elif fault.kind == "auth":
-        response = errors.invalid_api_key()
-    else:
-        response = errors.server_error(fault.status)
+    response = fault_error(fault, spec)
     response.headers.extend(headers)
     return response
 

@@ -96,9 +96,11 @@ def make_choices(digest: bytes, n: int, max_tokens: int | None) -> list[Choice]:
 
 
 def chat_completion_body(
-    model: str, choices: Sequence[Choice], prompt_tokens: int, cached_tokens: int
+    model: str, choices: Sequence[Choice], prompt_tokens: int, cached_tokens: int,
+    service_tier: str = "default",
 ) -> dict[str, Any]:
-    """A response body shaped exactly like OpenAI's ``chat.completion`` object."""
+    """A response body shaped exactly like OpenAI's ``chat.completion`` object (which says
+    the ``service_tier`` that served it)."""
     completion_tokens = sum(choice.completion_tokens for choice in choices)
     return {
         "id": f"chatcmpl-{os.urandom(12).hex()}",
@@ -121,6 +123,7 @@ def chat_completion_body(
             "prompt_tokens_details": {"cached_tokens": cached_tokens},
             "completion_tokens_details": {"reasoning_tokens": 0},
         },
+        "service_tier": service_tier,
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
 

@@ -85,9 +85,22 @@ class SimConfig:
     seed: int = 0
     port: int = 8100
     host: str = "127.0.0.1"  # 0.0.0.0 only inside a container (docker-compose)
+    # Batch lanes: lines answered per second per batch, the window a batch may run before it
+    # expires (None: its completion window, 24 h), whether every batch starts stalled, and
+    # how long a cancelled batch goes on answering before it ends (its "cancelling" time).
+    batch_lines_per_s: float = 1000.0
+    batch_window_s: float | None = None
+    batch_stall: bool = False
+    batch_cancel_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.limiter not in LIMITER_KINDS:
             raise ValueError(f"limiter must be one of {LIMITER_KINDS}, not {self.limiter!r}")
         if not self.period_s > 0:
             raise ValueError("period_s must be positive")
+        if not 0 < self.batch_lines_per_s < float("inf"):
+            raise ValueError("batch_lines_per_s must be a positive number")
+        if self.batch_window_s is not None and not 0 < self.batch_window_s < float("inf"):
+            raise ValueError("batch_window_s must be a positive number")
+        if not 0 <= self.batch_cancel_s < float("inf"):
+            raise ValueError("batch_cancel_s must be zero or a positive number")

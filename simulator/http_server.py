@@ -11,7 +11,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 MAX_HEAD_BYTES = 64 * 1024
-MAX_BODY_BYTES = 32 * 1024 * 1024
+# Room for a 256 MB Anthropic batch or a 200 MB+ batch input file with multipart framing.
+MAX_BODY_BYTES = 300 * 1024 * 1024
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _REASONS = {
     200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
@@ -40,6 +41,7 @@ class Response:
     body: bytes = b""
     headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     hang: bool = False
+    content_type: str = "application/json"
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -99,7 +101,7 @@ def _parse_head(head: bytes) -> tuple[Request, bool, int]:
 def _encode(response: Response, keep_alive: bool) -> bytes:
     lines = [
         f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
-        "content-type: application/json",
+        f"content-type: {response.content_type}",
         f"content-length: {len(response.body)}",
         "connection: keep-alive" if keep_alive else "connection: close",
     ]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
+from .anthropic_batches import MessageBatch
+from .batch_runner import BatchStall
 from .completions import PromptCache
 from .config import ModelSpec, SimConfig
 from .faults import FaultSettings, RandomFaults, ScriptedFaults, Storms
+from .files import FileStore
 from .limiters import RateLimiter, make_limiter
+from .openai_batches import OpenAIBatch
 from .stats import Stats
 
 
@@ -31,6 +37,11 @@ class SimState:
         self.stats = Stats()
         self.prompt_cache = PromptCache()
         self._limiters: dict[str, RateLimiter] = {}
+        self.files = FileStore()
+        self.openai_batches: dict[str, OpenAIBatch] = {}  # in creation order
+        self.message_batches: dict[str, MessageBatch] = {}  # in creation order
+        self.batch_stall = BatchStall(config.batch_stall)
+        self.batch_tasks: set[asyncio.Task[Any]] = set()
 
     def now_s(self) -> float:
         """Seconds since the server started, on the injected monotonic clock."""
@@ -70,10 +81,11 @@ class SimState:
         return limiter
 
     def reset(self) -> None:
-        """Clear counters, admissions, fault memory, storms, the prompt cache and limiters.
+        """Clear counters, admissions, fault memory, storms, the prompt cache, limiters, and
+        every file and batch (running batches stop).
 
-        Fault settings stay; the random sequence restarts from the seed so runs after a
-        reset replay.
+        Fault settings (the batch stall too) stay; the random sequence restarts from the seed
+        so runs after a reset replay.
         """
         self.stats = Stats()
         self.scripted.reset()
@@ -81,3 +93,8 @@ class SimState:
         self.prompt_cache.clear()
         self._limiters.clear()
         self.random_faults.reseed(self.config.seed)
+        for task in self.batch_tasks:
+            task.cancel()
+        self.files.clear()
+        self.openai_batches.clear()
+        self.message_batches.clear()

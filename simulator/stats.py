@@ -40,6 +40,10 @@ class Stats:
         self.models: dict[str, ModelCounters] = {}
         self._admissions: dict[str, collections.deque[tuple[float, int]]] = {}
         self._calls: dict[str, collections.deque[tuple[float, int]]] = {}
+        # Batch-lane lines, kept apart from the live counters above.
+        self.batch_lines = 0
+        self.batch_by_status: collections.Counter[str] = collections.Counter()
+        self.batch_models: dict[str, ModelCounters] = {}
 
     def _model(self, name: str) -> ModelCounters:
         counters = self.models.get(name)
@@ -79,6 +83,22 @@ class Stats:
         counters.prompt_tokens += prompt_tokens
         counters.completion_tokens += completion_tokens
 
+    def record_batch_line(
+        self, status: int, model: str | None, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Count one batch line as it is answered, and its usage when it succeeded."""
+        self.batch_lines += 1
+        self.batch_by_status[str(status)] += 1
+        if model is None:
+            return
+        counters = self.batch_models.get(model)
+        if counters is None:
+            counters = self.batch_models[model] = ModelCounters()
+        if 200 <= status < 300:
+            counters.served += 1
+            counters.prompt_tokens += prompt_tokens
+            counters.completion_tokens += completion_tokens
+
     def record_admission(self, model: str, at_ms: float, tokens: int) -> None:
         """Log that the limiter admitted a call charging ``tokens`` at ``at_ms``."""
         log = self._admissions.get(model)
@@ -95,8 +115,11 @@ class Stats:
         return [[at_ms, tokens] for at_ms, tokens in self._admissions.get(model, ())]
 
     def to_json(self) -> dict[str, Any]:
-        """The /_sim/stats body."""
+        """The /_sim/stats body; ``requests``, ``served`` and ``models`` are the live lane's."""
         served = sum(count for status, count in self.by_status.items() if status.startswith("2"))
+        batch_served = sum(
+            count for status, count in self.batch_by_status.items() if status.startswith("2")
+        )
         return {
             "requests": self.requests,
             "in_flight": self.arrived - self.requests,
@@ -106,4 +129,11 @@ class Stats:
             "first_request_ms": self.first_request_ms,
             "last_response_ms": self.last_response_ms,
             "models": {name: dataclasses.asdict(c) for name, c in self.models.items()},
+            "by_lane": {"live": served, "batch": batch_served},
+            "batch": {
+                "lines": self.batch_lines,
+                "served": batch_served,
+                "by_status": dict(self.batch_by_status),
+                "models": {name: dataclasses.asdict(c) for name, c in self.batch_models.items()},
+            },
         }

@@ -18,6 +18,9 @@ class InvalidRequest(Exception):
         self.param = param
 
 
+SERVICE_TIERS = frozenset({"auto", "default", "flex", "priority"})  # OpenAI's
+
+
 @dataclasses.dataclass(frozen=True)
 class ChatRequest:
     """The fields of a chat completion request the simulator uses."""
@@ -26,6 +29,7 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     n: int
     max_tokens: int | None  # max_completion_tokens, else max_tokens, else None
+    service_tier: str = "default"  # the tier that serves it, echoed in the answer
 
 
 def _positive_int(payload: dict[str, Any], name: str, upper: int | None = None) -> int | None:
@@ -75,4 +79,9 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     n = _positive_int(payload, "n", MAX_CHOICES) or 1
     max_tokens = _positive_int(payload, "max_tokens")
     max_completion_tokens = _positive_int(payload, "max_completion_tokens")
-    return ChatRequest(model, messages, n, max_completion_tokens or max_tokens)
+    tier = payload.get("service_tier") or "auto"
+    if tier not in SERVICE_TIERS:
+        raise InvalidRequest(f"Invalid 'service_tier': expected one of "
+                             f"{', '.join(sorted(SERVICE_TIERS))}.", "service_tier")
+    return ChatRequest(model, messages, n, max_completion_tokens or max_tokens,
+                       "default" if tier == "auto" else tier)

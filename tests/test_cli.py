@@ -27,3 +27,15 @@ def test_a_lazy_command_is_listed_and_runs() -> None:
     exporter_help = runner.invoke(cli, ["exporter", "--help"])
     assert exporter_help.exit_code == 0
     assert "/metrics" in exporter_help.output
+
+
+def test_exit_1_is_only_for_failed_lines() -> None:
+    from corral.errors import BatchNotFoundError, CorralError
+    from corral.store.intake import IntakeRefusedError
+    from producer.local_stack import ProcessFailedError
+    from producer.session import exit_code_for
+
+    assert exit_code_for(IntakeRefusedError("batch_1", "UNIQUE constraint failed")) == 2
+    assert exit_code_for(ProcessFailedError("worker-1 did not start")) == 3
+    assert exit_code_for(BatchNotFoundError("no batch")) == 4
+    assert exit_code_for(CorralError("anything else explained")) == 2

@@ -24,7 +24,7 @@ def test_docker_compose_file_is_valid() -> None:
              "FLOWER_BASIC_AUTH": "user:pass"})
     assert result.returncode == 0, result.stderr
     for service in ("postgres:", "redis:", "simulator:", "worker:", "flower:", "exporter:",
-                    "producer:"):
+                    "prometheus:", "grafana:", "producer:"):
         assert service in result.stdout
     # Every corral process keeps its records in the compose PostgreSQL, not a SQLite file
     # inside its own container.

@@ -81,3 +81,26 @@ def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     path.write_text("[models\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path)
+
+
+def test_the_batch_lane_is_configured_per_provider_and_priced_per_model() -> None:
+    data = tomllib.loads(example_config_text())
+    assert parse_config(data).providers["gateway"].batch_api is None  # live calls only
+    data["providers"]["gateway"]["batch_api"] = "openai"
+    data["models"]["gpt-5.4"]["batch_price"] = {"input": 1.1, "output": 4.4}
+    config = parse_config(data)
+    assert config.providers["gateway"].batch_api == "openai"
+    assert config.models["gpt-5.4"].effective_batch_price.input == Decimal("1.1")
+    # Unset: half of every part of the live price.
+    opus = config.models["claude-opus-4.6"]
+    assert opus.effective_batch_price.input == opus.price.input / 2
+    assert opus.effective_batch_price.output == opus.price.output / 2
+    assert opus.effective_batch_price.cached_input_per_mtok == \
+        opus.price.cached_input_per_mtok / 2
+
+
+def test_an_unknown_batch_api_is_refused() -> None:
+    data = tomllib.loads(example_config_text())
+    data["providers"]["gateway"]["batch_api"] = "bedrock"
+    with pytest.raises(ConfigError, match="batch_api"):
+        parse_config(data)

@@ -142,3 +142,82 @@ def test_a_failed_round_trip_fails_each_of_its_callers_and_not_the_next(
     assert callers.outcomes["second"] is not callers.outcomes["third"]
     assert group.run([(incr, ["after"], [7])]) == [7]  # the group goes on
     assert redis_client.mget("first", "second", "third") == [None, None, None]
+
+
+class ExpectedCallers(Callers):
+    """Callers that each mark themselves expected, then call when told (or leave without)."""
+
+    def __init__(self, group: GroupCommit) -> None:
+        super().__init__(group)
+        self.go: dict[str, threading.Event] = {}
+        self._group = group
+
+    def expect(self, name: str, calls: list[Any] | None) -> None:
+        go = self.go[name] = threading.Event()
+        inside = threading.Event()
+
+        def run() -> None:
+            with self._group.expecting():
+                inside.set()
+                go.wait(10)
+                if calls is not None:
+                    self.outcomes[name] = self._group.run(calls)
+
+        thread = threading.Thread(target=run, name=name)
+        thread.start()
+        self.threads.append(thread)
+        inside.wait(10)
+
+
+# A delay no test reaches: a round trip that waited it out would fail the test's 10 s joins.
+LONG_DELAY_S = 600.0
+
+
+def test_a_delayed_round_trip_waits_for_every_expected_caller(client: redis.Redis) -> None:
+    incr = client.register_script(INCR_SOURCE)
+    group = GroupCommit(client, delay_s=LONG_DELAY_S)
+    callers = ExpectedCallers(group)
+    for name in ("a", "b", "c"):
+        callers.expect(name, [(incr, ["n"], [1])])
+
+    callers.go["a"].set()
+    wait_for(lambda: group.waiting == 1)
+    callers.go["b"].set()
+    wait_for(lambda: group.waiting == 2)
+    assert group.round_trips == 0 and "a" not in callers.outcomes  # still waiting for c
+    callers.go["c"].set()
+    callers.join()
+
+    assert group.round_trips == 1
+    assert sorted(callers.outcomes.values()) == [[1], [2], [3]]
+
+
+def test_a_delayed_round_trip_goes_when_an_expected_caller_leaves_without_calling(
+        client: redis.Redis) -> None:
+    incr = client.register_script(INCR_SOURCE)
+    group = GroupCommit(client, delay_s=LONG_DELAY_S)
+    callers = ExpectedCallers(group)
+    callers.expect("caller", [(incr, ["n"], [1])])
+    callers.expect("leaver", None)
+
+    callers.go["caller"].set()
+    wait_for(lambda: group.waiting == 1)
+    assert group.round_trips == 0
+    callers.go["leaver"].set()
+    callers.join()
+
+    assert callers.outcomes == {"caller": [1]}
+    assert group.round_trips == 1
+
+
+def test_a_caller_nobody_expects_never_waits_for_the_delay(client: redis.Redis) -> None:
+    incr = client.register_script(INCR_SOURCE)
+    group = GroupCommit(client, delay_s=LONG_DELAY_S)
+    callers = Callers(group)
+
+    callers.start("alone", [(incr, ["n"], [1])])
+    callers.join()
+
+    assert callers.outcomes == {"alone": [1]}
+    with group.expecting():  # expected, but the only one: nobody else to wait for
+        assert group.run([(incr, ["n"], [1])]) == [2]

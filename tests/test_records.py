@@ -12,7 +12,7 @@ from rich.table import Table
 
 from corral import lua_scripts
 from corral.config import load_config
-from corral.records import LineEnds, Written, error_record, result_record
+from corral.records import LineEnd, LineEnds, Written, error_record, result_record
 from corral.redis_keys import FLEET_STATS, BatchKeys
 from corral.stats import stat_field
 from corral.store import LedgerRow, Store
@@ -175,6 +175,34 @@ def test_the_last_record_ends_the_batch_in_redis_and_in_the_store(
     assert (row["status"], row["completed"], row["failed"]) == (
         ending, 1 if b_fails else 2, 1 if b_fails else 0)
     assert row["ended_at"] is not None
+
+
+def test_many_ends_filed_at_once_keep_first_records_and_end_the_batch(
+        redis_client: redis.Redis, store: Store, ends: LineEnds) -> None:
+    batch_id, keys = fed_batch(redis_client, store, "a", "b", "c")
+    assert answer(ends, batch_id, "a", 1, "0.1") is Written.NEW  # "a" ended live first
+    written = ends.end_all(batch_id, [
+        LineEnd(result_record(custom_id, request_id=f"rb-{custom_id}", body={}),
+                call=billed(batch_id, custom_id, 0, "0.05"), model="small@batch",
+                call_counts={"calls": 1})
+        for custom_id in ("a", "b")] + [
+        LineEnd(error_record("c", code="invalid_request", message="bad"),
+                model="small@batch")])
+
+    assert written == [Written.DUPLICATE, Written.NEW, Written.NEW]
+    records = {record["custom_id"]: record for record in store.records.iter_records(batch_id)}
+    assert records["a"]["response"]["request_id"] == "r1"  # the first record stands
+    assert records["b"]["response"]["request_id"] == "rb-b"
+    assert records["c"]["error"]["code"] == "invalid_request"
+    row = store.batches.get(batch_id)
+    assert row is not None
+    assert (row["status"], row["completed"], row["failed"]) == ("completed", 2, 1)
+    assert redis_client.hget(keys.meta, "status") == "completed"
+    assert redis_client.hget(keys.stats, stat_field("small@batch", "calls")) == "2"
+    assert redis_client.hlen(keys.bodies) == 0
+    # Both of "a"'s calls are costed; the batch lane's, second, is unproductive.
+    assert ledger(store, batch_id) == [(0, False, False, "0.05"), (0, False, True, "0.05"),
+                                       (1, False, True, "0.1")]
 
 
 def test_a_batch_where_no_line_succeeded_ends_failed(redis_client: redis.Redis,

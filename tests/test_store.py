@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Table, func, insert, inspect, select, text
+from sqlalchemy import Engine, Table, func, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from corral.store import (
@@ -127,6 +127,19 @@ def test_upgrade_creates_every_table_and_is_idempotent(engine: Engine) -> None:
     upgrade(engine)  # a second worker starting later
     assert set(inspect(engine).get_table_names()) >= {
         "batches", "lines", "records", "ledger", "retry_history", "alembic_version"}
+
+
+def test_the_migrations_build_exactly_the_schema_the_code_declares(engine: Engine) -> None:
+    # A column or table added to corral/store/schema.py without its migration (or the
+    # reverse) shows here, on SQLite and on PostgreSQL.
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from corral.store.schema import metadata
+
+    with engine.connect() as connection:
+        drift = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert drift == []
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path) -> None:
@@ -424,6 +437,40 @@ def test_end_unfed_ends_only_lines_past_each_models_cursor_without_a_record(
     assert (row["completed"], row["failed"], row["status"]) == (2, 3, "in_progress")
     assert count_rows(engine, records, "batch_2") == 0
     assert batch_rows.end_unfed("batch_1", "batch_cancelled", {"big": 3, "small": 4}) == 0
+
+
+def test_end_unfed_ends_batch_lane_lines_before_the_cursor_too(
+        engine: Engine, store: RecordStore, batch_rows: BatchRows) -> None:
+    # A batch-lane line has no record until its provider batch is filed: cancelling the
+    # batch must end it, wherever the live cursor stands.
+    add_batch(engine, small_lines("q1", "q2", "q3"))
+    with engine.begin() as connection:
+        connection.execute(update(lines).where(lines.c.custom_id == "q1")
+                           .values(lane="batch"))
+    assert batch_rows.end_unfed("batch_1", "batch_cancelled", {"small": 3}) == 1
+    with engine.connect() as connection:
+        assert dict(connection.execute(
+            select(records.c.custom_id, records.c.error_code)
+            .where(records.c.batch_id == "batch_1")).all()) == {"q1": "batch_cancelled"}
+
+
+def test_end_unfed_ends_unstarted_sent_lines_by_key_in_chunks(
+        engine: Engine, store: RecordStore, batch_rows: BatchRows, monkeypatch) -> None:
+    monkeypatch.setattr("corral.store.batch_rows.IDS_PER_QUERY", 2)
+    add_batch(engine, small_lines(*(f"q{i}" for i in range(1, 9))))
+    add_batch(engine, small_lines("q2", "q3"), "batch_2")
+    store.write([result("q3")])  # started and ended meanwhile: keeps its record
+    # All 8 were sent; q2..q5 never started (q3's record came first), "gone" is no line.
+    ended = batch_rows.end_unfed("batch_1", "batch_cancelled", {"small": 8},
+                                 ["q2", "q3", "q4", "q5", "gone"])
+    assert ended == 3
+    with engine.connect() as connection:
+        assert dict(connection.execute(
+            select(records.c.custom_id, records.c.line_no)
+            .where(records.c.batch_id == "batch_1", records.c.error_code.is_not(None))).all()
+        ) == {"q2": 2, "q4": 4, "q5": 5}
+    assert count_rows(engine, records, "batch_2") == 0
+    assert batch(batch_rows)["failed"] == 3
 
 
 def test_end_unfed_ends_every_line_of_a_model_without_a_cursor(

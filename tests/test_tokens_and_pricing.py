@@ -155,3 +155,24 @@ def test_usage_reads_cached_tokens_and_tolerates_missing_parts() -> None:
                                  "prompt_tokens_details": {"cached_tokens": 4}})
     assert usage == Usage(10, 4, 3)
     assert Usage.from_response(None) == Usage(0, 0, 0)
+
+
+def test_a_batch_lane_call_costs_the_batch_price_and_saves_against_the_list_price(
+        write_config) -> None:
+    from corral.config import load_config
+    from corral.pricing import cost_and_list_cost
+
+    model = load_config(write_config()).models["big"]  # $3 in, $15 out, $0.3 cached; list 5/25
+    usage = Usage(prompt_tokens=1000, cached_tokens=200, completion_tokens=100)
+    live, listed = cost_and_list_cost(usage, model)
+    batch, batch_listed = cost_and_list_cost(usage, model, "batch")
+    assert live == (800 * 3 + 200 * Decimal("0.3") + 100 * 15) / Decimal(1_000_000)
+    assert batch == live / 2 and batch_listed == listed
+
+
+def test_cache_writes_default_to_the_input_price() -> None:
+    usage = Usage(prompt_tokens=1000, cached_tokens=0, completion_tokens=0,
+                  cache_write_tokens=400)
+    assert price_call(usage, Price(input="2", output="8")) == Decimal(2000) / 1_000_000
+    assert price_call(usage, Price(input="2", output="8", cache_write="2.5")) == \
+        (600 * 2 + 400 * Decimal("2.5")) / Decimal(1_000_000)

@@ -1,4 +1,4 @@
-"""Line validation: every refusal of DESIGN §3 names its reason; valid lines are routed."""
+"""Line validation: every refusal names its reason; valid lines are routed."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def _fail_fast_on_bad_setup(**_: object) -> None:
     # evict keys stops the worker at start with one clear message instead of failing every
     # job. SystemExit, because Celery logs and swallows ordinary exceptions raised by signal
     # handlers.
-    from workers.runtime import feeding_loop, job_runner, reconciler
+    from workers.runtime import batch_lane_sweep, feeding_loop, job_runner, reconciler
 
     try:
         job_runner()
@@ -78,6 +78,7 @@ def _fail_fast_on_bad_setup(**_: object) -> None:
                              f"{OVERRIDE}=true to start anyway)", 3)
         reconciler().start()
         feeding_loop().start()
+        batch_lane_sweep().start()
     except CorralError as err:
         _refuse_to_start(str(err), 2 if isinstance(err, ConfigError) else 3, err)
     level = logging.WARNING if durability.warning else logging.INFO
@@ -151,8 +152,9 @@ def _untag_job_lines(task_id: str, **_: object) -> None:
 
 @worker_shutting_down.connect
 def _stop_waiting_for_capacity(**_: object) -> None:
-    from workers.runtime import feeding_loop, job_runner, reconciler
+    from workers.runtime import batch_lane_sweep, feeding_loop, job_runner, reconciler
 
     reconciler().stop()
     feeding_loop().stop()
+    batch_lane_sweep().stop()
     job_runner().stop_waiting()

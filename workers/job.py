@@ -26,7 +26,7 @@ from corral.errors import (
     RetryableError,
 )
 from corral.lua_scripts import ScriptCalls
-from corral.pricing import Usage, cost_and_list_cost
+from corral.pricing import Usage, answer_cost
 from corral.records import LineEnds
 from corral.redis_keys import BatchKeys
 from corral.settings import Settings
@@ -46,6 +46,14 @@ from workers.rate_limiter import NoCallMadeError, RateLimiter, ShuttingDownError
 log = logging.getLogger(__name__)
 
 LEASE_MARGIN_S = 5.0
+
+
+def rate_limited_field(custom_id: str) -> str:
+    """The field of the batch's `attempts` hash counting the line's 429s until its next
+    billed call, whose ledger row keeps them (for `corral report`); deleted when the line
+    ends. NUL never occurs in a custom_id, so it never meets a line's own field."""
+    return f"{custom_id}\0rate_limited"
+
 
 # Capacity start_job.lua took for the call: its tokens and its admission.
 Admitted = tuple[int, Admission]
@@ -74,6 +82,7 @@ class JobRunner:
         # Lines that start while another slot's round trip is in flight start in the next one,
         # with the records of lines that end meanwhile: one group for both.
         self._group_commit = ends.group_commit
+        self._ends = ends
         self._budget = Budget(client)
         self._holder = f"{socket.gethostname()}:{os.getpid()}"
         self._lease_ms = int((settings.job_s + LEASE_MARGIN_S) * 1000)
@@ -82,6 +91,10 @@ class JobRunner:
     def run(self, batch_id: str, custom_id: str, queue: str | None = None) \
             -> RetryLater | LineEnded:
         """One delivery of a line from `queue` (when known): what it came to."""
+        with self._ends.expecting():  # its record may share a store transaction
+            return self._run(batch_id, custom_id, queue)
+
+    def _run(self, batch_id: str, custom_id: str, queue: str | None) -> RetryLater | LineEnded:
         keys = BatchKeys(batch_id)
         script_keys = [keys.meta, keys.bodies, keys.attempts, keys.lease(custom_id),
                        keys.inflight, keys.reruns]
@@ -95,6 +108,8 @@ class JobRunner:
             args.extend(inline[1])
         verdict, attempt, raw_job, *ran = self._group_commit.run(
             [(self._start_job, script_keys, args)])[0]
+        if verdict in ("cancelled", "expired"):  # rare: lines waiting to retry, mostly
+            self._client.hdel(keys.attempts, rate_limited_field(custom_id))
         if verdict == "cancelled":
             return self._fail(batch_id, custom_id, "batch_cancelled", "the batch was cancelled",
                               None)
@@ -115,8 +130,8 @@ class JobRunner:
             call = Call(keys.call_id(custom_id, int(call_number)), int(call_number),
                         client_request_id, others=others == 1)
             try:
-                return self._attempt(batch_id, custom_id, int(attempt), json.loads(raw_job),
-                                     call, budgeted=budgeted == 1, admitted=admitted)
+                ended = self._attempt(batch_id, custom_id, int(attempt), json.loads(raw_job),
+                                      call, budgeted=budgeted == 1, admitted=admitted)
             except NoCallMadeError as err:
                 # No provider call was made: take the attempt back, and let the job return
                 # (after the wait the limiter expects, or at once when the worker stops).
@@ -129,6 +144,11 @@ class JobRunner:
                 # The message goes back (requeue or redelivery): let it run at once.
                 self._client.delete(keys.lease(custom_id))
                 raise
+            if isinstance(ended, LineEnded) and ended.outcome in ("failed", "skipped") \
+                    and int(attempt) > 1:
+                # Its 429 count ends with it (a result's ledger row took it already).
+                self._client.hdel(keys.attempts, rate_limited_field(custom_id))
+            return ended
         log.info("skip %s/%s: %s", batch_id, custom_id, verdict)
         return LineEnded("skipped", detail=str(verdict))
 
@@ -201,6 +221,8 @@ class JobRunner:
             stats.retried = True
             pipe = self._client.pipeline(transaction=False)
             pipe.delete(keys.lease(custom_id))
+            if isinstance(err, RateLimitedError):
+                pipe.hincrby(keys.attempts, rate_limited_field(custom_id), 1)
             if settled:
                 pipe.hdel(keys.inflight, settled)
             self._records.count(pipe, keys, model.name, stats)
@@ -210,7 +232,21 @@ class JobRunner:
                                       retry_after_s=err.retry_after_s, rng=self._rng)
             return RetryLater(delay_s, f"{type(err).__name__}: {err.message}")
         return self._records.succeed(batch_id, custom_id, model, completion, route, this_call,
-                                     stats, settle, line_no=line_no)
+                                     stats, settle, line_no=line_no,
+                                     rate_limited_before=self._take_rate_limited(
+                                         keys, custom_id, attempt))
+
+    def _take_rate_limited(self, keys: BatchKeys, custom_id: str, attempt: int) -> int:
+        """The 429s the line met since its last billed call, counted in Redis as it met
+        them, and reset; a first attempt met none, and costs no round trip."""
+        if attempt <= 1:
+            return 0
+        field = rate_limited_field(custom_id)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hget(keys.attempts, field)
+        pipe.hdel(keys.attempts, field)
+        count, _ = pipe.execute()
+        return int(count or 0)
 
     def _fall_back(self, batch_id: str, custom_id: str, call: str, model: ModelConfig,
                    job: dict[str, Any], err: PermanentError, stats: CallStats) -> str | None:
@@ -264,8 +300,8 @@ class JobRunner:
             return completion, settle
         finally:
             if reserved_nusd is not None:
-                spent_usd = Decimal(0) if completion is None else cost_and_list_cost(
-                    Usage.from_response(completion.body.get("usage")), model)[0]
+                spent_usd = Decimal(0) if completion is None else \
+                    answer_cost(model, completion.body)[1]
                 self._budget.settle(batch_id, model, reserved_nusd, spent_usd)
 
     def _call_within_limits(self, model: ModelConfig, body: dict[str, Any], call: Call,

@@ -15,7 +15,7 @@ from corral import lua_scripts
 from corral.config import ModelConfig
 from corral.errors import PermanentError, ProviderError
 from corral.lua_scripts import ScriptCalls
-from corral.pricing import Usage, cost_and_list_cost, to_nano_usd
+from corral.pricing import answer_cost, to_nano_usd
 from corral.records import LineEnds, Written, error_record, result_record
 from corral.redis_keys import FLEET_STATS, BatchKeys
 from corral.stats import CallStats
@@ -56,10 +56,14 @@ class LineRecords:
 
     def succeed(self, batch_id: str, custom_id: str, model: ModelConfig,
                 completion: Completion, route: dict[str, Any] | None, call: Call,
-                stats: CallStats, settle: Settle, line_no: int | None = None) -> LineEnded:
-        """File the line's result and its call's ledger row (a duplicate's row too)."""
-        usage = Usage.from_response(completion.body.get("usage"))
-        cost_usd, list_cost_usd = cost_and_list_cost(usage, model)
+                stats: CallStats, settle: Settle, line_no: int | None = None,
+                rate_limited_before: int = 0) -> LineEnded:
+        """File the line's result and its call's ledger row (a duplicate's row too).
+
+        The row keeps the call's `latency_s` and `rate_limited_before`: the 429 answers the
+        line met since its last billed call (or its start), which `corral report` charts.
+        """
+        usage, cost_usd, list_cost_usd, lane = answer_cost(model, completion.body)
         stats.usage, stats.cost_nusd = usage, to_nano_usd(cost_usd)
         entry = {"custom_id": custom_id, "model": model.name, "attempt": call.number,
                  "request_id": completion.request_id,
@@ -67,7 +71,9 @@ class LineRecords:
                  "input_tokens": usage.prompt_tokens, "cached_input_tokens": usage.cached_tokens,
                  "output_tokens": usage.completion_tokens, "cost_usd": str(cost_usd),
                  "list_cost_usd": str(list_cost_usd), "price_version": self._price_version,
-                 "route": route, "at": round(time.time(), 3)}
+                 "route": route, "at": round(time.time(), 3),
+                 "latency_s": round(stats.latency_s or 0.0, 3),
+                 "rate_limited_before": rate_limited_before, "lane": lane}
         record = result_record(custom_id, request_id=completion.request_id,
                                body=completion.body, route=route)
         billed = LedgerRow(batch_id, custom_id, call.number, model.name, unsettled=False,
@@ -75,7 +81,7 @@ class LineRecords:
                            cached_input_tokens=usage.cached_tokens,
                            output_tokens=usage.completion_tokens, cost_usd=cost_usd,
                            list_cost_usd=list_cost_usd,
-                           client_request_id=call.client_request_id, row=entry)
+                           client_request_id=call.client_request_id, row=entry, lane=lane)
         written = self._ends.end(batch_id, record, line_no=line_no, call=billed,
                                  settled_call=call.mark, others=call.others, model=model.name,
                                  call_counts=stats.increments(), along=settle)
@@ -110,7 +116,7 @@ class LineRecords:
              settled_call: str = "", model: str = "", call_counts: dict[str, int] | None = None,
              meta_fields: dict[str, str] | None = None,
              line_no: int | None = None) -> LineEnded:
-        """File an error record with `code` (DESIGN §3)."""
+        """File an error record with `code` (docs/concepts.md)."""
         log.info("line %s/%s failed: %s", batch_id, custom_id, code)
         model = model or str((route or {}).get("model") or "")
         written = self._ends.end(

@@ -70,7 +70,7 @@ class HttpClients:
     """httpx clients for a worker's slots: one shared, or a free list of one per running call.
 
     A threads pool shares one client (its connection pool is thread-safe). Under gevent a
-    shared client's pool contends and collapses (DESIGN §4), so each running call checks a
+    shared client's pool contends and collapses (docs/concepts.md), so each running call checks a
     client out of a free list and returns it, and clients are made only as slots need them.
     """
 

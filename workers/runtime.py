@@ -17,6 +17,9 @@ from corral.redis_client import connect, is_redis_url
 from corral.settings import get_settings
 from corral.store import forget_stores, open_store
 from corral.store.writer import StoreWriter
+from workers.batch_api import batch_api_for
+from workers.batch_lane import BatchLane
+from workers.batch_lane_sweep import BatchLaneSweep
 from workers.buckets import BucketStore, LocalBucketStore, RedisBucketStore, UnlimitedBucketStore
 from workers.circuit import CircuitBreaker
 from workers.feeding import FeedingLoop
@@ -40,6 +43,38 @@ def _once(name: str, build: Callable[[], Any]) -> Any:
 def job_runner() -> JobRunner:
     """This process's JobRunner, built on first use from the environment and corral.toml."""
     return cast(JobRunner, _once("job_runner", _build_runner))
+
+
+def batch_lane() -> BatchLane:
+    """This process's batch lane (workers/batch_lane.py)."""
+    return cast(BatchLane, _once("batch_lane", _build_batch_lane))
+
+
+def _build_batch_lane() -> BatchLane:
+    settings = get_settings()
+    config = _config()
+    client = connect(settings.redis_url)
+    store = open_store()
+    writer = StoreWriter(store.records, deadline_s=settings.store_write_deadline_s)
+    http = httpx.Client()
+    return BatchLane(config=config, client=client, store=store,
+                     ends=LineEnds(client, writer, retention_s=settings.retention_s),
+                     api_for=lambda model: batch_api_for(config.provider_of(model), http),
+                     send_jobs=_send_jobs, poll_s=settings.batch_poll_s,
+                     call_s=settings.request_deadline_s,
+                     turnaround_s=lambda provider: store.provider_batches.turnaround_s(
+                         provider) or settings.batch_turnaround_s)
+
+
+def batch_lane_sweep() -> BatchLaneSweep:
+    """This process's sweep for provider batches whose poll was lost (not started)."""
+    return cast(BatchLaneSweep, _once("batch_lane_sweep", _build_batch_lane_sweep))
+
+
+def _build_batch_lane_sweep() -> BatchLaneSweep:
+    from workers.app import app
+
+    return BatchLaneSweep(open_store(), app, poll_s=get_settings().batch_poll_s)
 
 
 def reconciler() -> Reconciler:
@@ -86,7 +121,7 @@ def _build_runner() -> JobRunner:
     config = _config()
     client = connect(settings.redis_url)
     # Threads share one client (its pool is thread-safe and keeps connections alive across
-    # slots); gevent takes one per running call from a free list (DESIGN §4 measured both).
+    # slots); gevent takes one per running call from a free list (docs/concepts.md: both measured).
     http = HttpClients(lambda: httpx.Client(limits=httpx.Limits(
         max_connections=None, max_keepalive_connections=256)), shared=not _gevent_patched())
     provider_client = ProviderClient(http, deadline_s=settings.request_deadline_s,
@@ -100,7 +135,8 @@ def _build_runner() -> JobRunner:
         buckets = UnlimitedBucketStore()
     limiter = RateLimiter(buckets, max_wait_s=settings.max_capacity_wait_s)
     store = open_store()
-    writer = StoreWriter(store.records, deadline_s=settings.store_write_deadline_s)
+    writer = StoreWriter(store.records, deadline_s=settings.store_write_deadline_s,
+                         delay_s=settings.store_commit_delay_s)
     return JobRunner(config=config, client=client,
                      ends=LineEnds(client, writer, retention_s=settings.retention_s),
                      batches=store.batches,

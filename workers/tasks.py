@@ -12,13 +12,14 @@ from celery.signals import task_revoked
 from redis import RedisError
 from sqlalchemy.exc import DBAPIError
 
-from corral.celery_app import RUN_JOB_TASK
+from corral.celery_app import BATCH_POLL_TASK, BATCH_QUEUE, BATCH_SUBMIT_TASK, RUN_JOB_TASK
+from corral.errors import CorralError
 from corral.logs import job_context
 from corral.store.writer import StoreUnavailableError
 from workers.app import app
 from workers.delivery import RetryLater, Summary
 from workers.rate_limiter import ShuttingDownError
-from workers.runtime import job_runner
+from workers.runtime import batch_lane, job_runner
 
 log = logging.getLogger(__name__)
 
@@ -90,3 +91,42 @@ def _end_revoked_line(request: Any, terminated: bool = False, **_: object) -> No
 def _queue_of(request: Any) -> str | None:
     """The queue a task's message came from (corral.<model>), when Celery says."""
     return (request.delivery_info or {}).get("routing_key")
+
+
+# The batch lane: ids in, ids out; a failure (the provider, Redis or the store unreachable)
+# tries again a poll interval later, never drops the provider batch.
+@app.task(name=BATCH_SUBMIT_TASK, bind=True, max_retries=None, backend=DisabledBackend(app))
+def submit_to_batch_lane(self: Task, batch_id: str) -> list[str]:
+    """Send a batch's batch-lane lines to their providers' Batch APIs, then poll each."""
+    lane = batch_lane()
+    try:
+        created = lane.submit(batch_id)
+    except (CorralError, RedisError, DBAPIError) as err:
+        log.warning("batch %s: the batch lane could not submit yet: %s", batch_id, err)
+        raise self.retry(countdown=lane.poll_s) from None
+    if created is None:  # another process is submitting the batch's lines: look again
+        raise self.retry(countdown=lane.poll_s)
+    for provider_batch_id in created:
+        poll_batch_lane.apply_async((provider_batch_id,), countdown=lane.poll_s,
+                                    queue=BATCH_QUEUE)
+    return created
+
+
+@app.task(name=BATCH_POLL_TASK, bind=True, max_retries=None, backend=DisabledBackend(app))
+def poll_batch_lane(self: Task, provider_batch_id: str) -> dict[str, Any]:
+    """Look at one provider batch (file, hedge or cancel it); again later until collected."""
+    lane = batch_lane()
+    try:
+        polled = lane.poll(provider_batch_id)
+    except (CorralError, RedisError, DBAPIError) as err:
+        log.warning("provider batch %s: poll failed, again in %g s: %s", provider_batch_id,
+                    lane.poll_s, err)
+        raise self.retry(countdown=lane.poll_s) from None
+    if polled.again:
+        poll_batch_lane.apply_async((provider_batch_id,), countdown=lane.poll_s,
+                                    queue=BATCH_QUEUE)
+    if polled.room_freed:
+        # Lines held back by the model's enqueued-token limit may fit now, in any batch.
+        for batch_id in lane.batches_waiting(provider_batch_id):
+            submit_to_batch_lane.apply_async((batch_id,), queue=BATCH_QUEUE)
+    return {"filed": polled.filed, "sent_live": polled.sent_live, "hedged": polled.hedged}

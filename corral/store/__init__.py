@@ -11,6 +11,7 @@ from corral.store.batch_rows import BatchRows, ReopenedLine
 from corral.store.engine import default_store_url, store_engine
 from corral.store.lines import LineStore, StoredLine
 from corral.store.migrate import upgrade
+from corral.store.provider_batches import ProviderBatches
 from corral.store.records import LedgerRow, RecordRow, RecordStore, bulk_record
 
 
@@ -23,6 +24,7 @@ class Store:
     records: RecordStore
     batches: BatchRows
     lines: LineStore
+    provider_batches: ProviderBatches
 
 
 _opened: dict[str, Store] = {}
@@ -42,7 +44,7 @@ def open_store(url: str | None = None) -> Store:
             engine = store_engine(url)
             upgrade(engine)
             store = _opened[url] = Store(url, engine, RecordStore(engine), BatchRows(engine),
-                                         LineStore(engine))
+                                         LineStore(engine), ProviderBatches(engine))
         return store
 
 
@@ -55,6 +57,6 @@ def forget_stores(*, close: bool = True) -> None:
         _opened.clear()
 
 
-__all__ = ["BatchRows", "LedgerRow", "LineStore", "RecordRow", "RecordStore", "ReopenedLine",
-           "Store", "StoredLine", "bulk_record", "default_store_url", "forget_stores",
-           "open_store", "store_engine", "upgrade"]
+__all__ = ["BatchRows", "LedgerRow", "LineStore", "ProviderBatches", "RecordRow",
+           "RecordStore", "ReopenedLine", "Store", "StoredLine", "bulk_record",
+           "default_store_url", "forget_stores", "open_store", "store_engine", "upgrade"]

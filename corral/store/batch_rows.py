@@ -9,7 +9,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    Engine,
+    and_,
+    column,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+    values,
+)
 
 from corral.store.engine import upsert_insert
 from corral.store.records import OPEN_STATUSES, finish_batches
@@ -93,32 +105,44 @@ class BatchRows:
     def end_unfed(self, batch_id: str, code: str, fed_through: dict[str, int],
                   unstarted: Sequence[str] = ()) -> int:
         """Give a `code` record, in one transaction, to every line that has none and either
-        lies past its model's feed cursor (line numbers up to `fed_through` were sent) or is
-        one of `unstarted` (sent, but never started); returns how many.
+        lies past its model's feed cursor (line numbers up to `fed_through` were sent), is on
+        the batch lane, or is one of `unstarted` (sent, but never started); returns how many.
 
         The records are stored without text (see `corral.store.records.bulk_record`). A line
         whose record a worker writes meanwhile keeps that one: write-once, not a failure.
         """
         now = int(self._clock())
-        unended = select(lines.c.batch_id, lines.c.custom_id, lines.c.line_no,
-                         literal(code).label("error_code"), literal(now).label("written_at")
-                         ).where(lines.c.batch_id == batch_id,
-                                 ~exists().where(records.c.batch_id == lines.c.batch_id,
-                                                 records.c.custom_id == lines.c.custom_id))
-        sent = [and_(lines.c.model == model, lines.c.line_no <= line_no)
+        chosen = [lines.c.line_no, literal(code).label("error_code"),
+                  literal(now).label("written_at")]
+        # Past the cursors: every line of the batch but those sent (the records' key turns
+        # away the lines that already have one: write-once, no anti-join needed).
+        # (A batch-lane line is never "sent" here: it has no record until its provider
+        # batch is filed, so it ends now too; a late answer is a duplicate.)
+        sent = [and_(lines.c.model == model, lines.c.line_no <= line_no,
+                     lines.c.lane == "live")
                 for model, line_no in fed_through.items()]
-        chosen = [unended.where(~or_(*sent)) if sent else unended]
-        chosen += [unended.where(lines.c.custom_id.in_(unstarted[start:start + IDS_PER_QUERY]))
-                   for start in range(0, len(unstarted), IDS_PER_QUERY)]
+        queries = [select(lines.c.batch_id, lines.c.custom_id, *chosen).where(
+            lines.c.batch_id == batch_id, *([~or_(*sent)] if sent else []))]
+        # Sent but never started: their lines found by key from a list of ids (an IN list
+        # made PostgreSQL scan the whole batch for each 500 of them).
+        for start in range(0, len(unstarted), IDS_PER_QUERY):
+            # The list is a VALUES in a CTE inside a subquery: SQLite takes no column names
+            # on a VALUES in FROM, and counts no rows changed by a statement that starts
+            # with WITH; a WHERE, not a JOIN's ON, so SQLite does not take the upsert's ON
+            # CONFLICT for a join's.
+            ids = select(values(column("custom_id", lines.c.custom_id.type), name="ids").data(
+                [(custom_id,) for custom_id in unstarted[start:start + IDS_PER_QUERY]]
+            ).cte(nesting=True)).subquery("unstarted")
+            queries.append(select(lines.c.batch_id, lines.c.custom_id, *chosen).where(
+                lines.c.batch_id == batch_id, lines.c.custom_id == ids.c.custom_id))
         ended = 0
         with self._engine.begin() as connection:
-            for query in chosen:
+            for query in queries:
                 # SQLAlchemy keeps an INSERT's rowcount only when asked (psycopg gave -1).
                 ended += connection.execute(
                     upsert_insert(self._engine, records).from_select(
                         ["batch_id", "custom_id", "line_no", "error_code", "written_at"],
-                        query.order_by(lines.c.line_no)).on_conflict_do_nothing(
-                        index_elements=["batch_id", "custom_id"]),
+                        query).on_conflict_do_nothing(index_elements=["batch_id", "custom_id"]),
                     execution_options={"preserve_rowcount": True}).rowcount or 0
             if ended:
                 connection.execute(update(batches).where(batches.c.id == batch_id)
@@ -176,12 +200,18 @@ class BatchRows:
                 for row in connection.execute(query)]
 
     def delete(self, batch_id: str) -> bool:
-        """Remove the batch and everything of it; False when there was no such batch."""
+        """Remove the batch and everything of it; False when there was no such batch.
+
+        The batch row goes first: a writer that moves its counts after that finds it gone and
+        takes its own rows out, and one that moved them before has committed when this
+        transaction (waiting on the row's lock) deletes the rest.
+        """
         with self._engine.begin() as connection:
+            found = bool(connection.execute(delete(batches).where(
+                batches.c.id == batch_id)).rowcount)
             for table in ALL_TABLES:
                 connection.execute(delete(table).where(table.c.batch_id == batch_id))
-            return bool(connection.execute(delete(batches).where(
-                batches.c.id == batch_id)).rowcount)
+            return found
 
     def ended_before(self, when: int) -> list[str]:
         """Batches that ended before `when` (seconds): what retention removes."""

@@ -19,7 +19,7 @@ from corral.store.schema import batches, lines, records
 # Rows held in memory before they go to the database (still uncommitted): about 2 MB of
 # ~400-byte lines, so memory stays flat however long the file.
 ROWS_PER_FLUSH = 5_000
-LINE_COLUMNS = ("batch_id", "custom_id", "line_no", "model", "job")
+LINE_COLUMNS = ("batch_id", "custom_id", "line_no", "model", "job", "lane")
 RECORD_COLUMNS = ("batch_id", "custom_id", "line_no", "error_code", "record", "written_at")
 REJECTED_CODE = "invalid_request"
 
@@ -77,10 +77,12 @@ class LineIntake:
         self._connection = connection
         return self
 
-    def accept(self, custom_id: str, line_no: int, model: str, job: str) -> None:
-        """An accepted line (its stored job, JSON) for the feeders."""
+    def accept(self, custom_id: str, line_no: int, model: str, job: str,
+               lane: str = "live") -> None:
+        """An accepted line (its stored job, JSON) for the feeders (`lane` "live") or the
+        batch lane ("batch")."""
         self._open()
-        self._lines.append((self._batch_id, custom_id, line_no, model, job))
+        self._lines.append((self._batch_id, custom_id, line_no, model, job, lane))
         self._accepted += 1
         if len(self._lines) >= ROWS_PER_FLUSH:
             self._flush()

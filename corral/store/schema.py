@@ -35,7 +35,7 @@ class DecimalText(TypeDecorator[Decimal]):
 
 
 MONEY = DecimalText()
-ID = String(300)  # a custom_id is at most 256 characters (DESIGN §3)
+ID = String(300)  # a custom_id is at most 256 characters (docs/concepts.md)
 
 metadata = MetaData(naming_convention={
     "pk": "pk_%(table_name)s", "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -73,6 +73,9 @@ lines = Table(
     Column("line_no", Integer, nullable=False),
     Column("model", String(200), nullable=False),
     Column("job", Text, nullable=False),  # the stored job (corral/stored_job.py)
+    # "live" (fed to the model's queue) or "batch" (sent to the provider's Batch API by the
+    # batch lane, workers/batch_lane.py); a hedge moves a line back to "live".
+    Column("lane", String(8), nullable=False, server_default="live"),
     UniqueConstraint("batch_id", "line_no"),
     Index("ix_lines_batch_id_model_line_no", "batch_id", "model", "line_no"),  # feeding
 )
@@ -114,6 +117,25 @@ ledger = Table(
     Column("lane", String(16), nullable=False, default="live"),  # live, or a provider batch
     Column("written_at", BigInteger, nullable=False),
     Column("row", Text, nullable=False),  # the whole ledger row (JSON)
+)
+
+# The provider batches (OpenAI batches, Anthropic message batches) a batch's lines run in.
+provider_batches = Table(
+    "provider_batches", metadata,
+    Column("id", String(200), primary_key=True),  # the provider's batch id
+    Column("batch_id", String(64), nullable=False, index=True),
+    Column("provider", String(200), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("status", String(32), nullable=False),  # the provider's word for it
+    Column("total", Integer, nullable=False),
+    Column("done", Integer, nullable=False, default=0),  # lines with an answer or error
+    Column("tokens", BigInteger, nullable=False, default=0),  # its lines' reserved tokens
+    Column("custom_ids", Text, nullable=False),  # JSON list: the lines it holds
+    Column("created_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger),  # when the provider ended it (or it was given up)
+    Column("hedged_at", BigInteger),  # when its unfinished lines were sent live
+    Column("polled_at", BigInteger),  # its last poll: a stale one is polled again (sweep)
+    Column("collected", Boolean, nullable=False, default=False),  # its results are filed
 )
 
 # Records replaced by `corral retry`, oldest first.

@@ -46,10 +46,10 @@ class StoreWriter(Grouped[Write, list[bool | None]]):
     StoreUnavailableError, and its job goes back unacked.
     """
 
-    def __init__(self, records: RecordStore, *, deadline_s: float,
+    def __init__(self, records: RecordStore, *, deadline_s: float, delay_s: float = 0.0,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
+        super().__init__(delay_s=delay_s)
         self._records = records
         self._deadline_s = deadline_s
         self._sleep = sleep

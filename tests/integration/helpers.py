@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,21 @@ def poll(probe: Callable[[], Any], *, timeout_s: float = 30.0, interval_s: float
         time.sleep(interval_s)
 
 
+def settled_live_counts(redis_client: Any, batch_id: str, lines: int) -> dict[str, dict]:
+    """The batch's live counts by model once all `lines` have ended there: a line's record
+    commits before Redis counts it, so the last counts can land just after the store reads the
+    batch done."""
+    from corral.redis_keys import BatchKeys
+    from corral.stats import by_model
+
+    def settled() -> dict[str, dict] | None:
+        live = by_model(redis_client.hgetall(BatchKeys(batch_id).stats))
+        ended = sum(c.get("completed", 0) + c.get("failed", 0) for c in live.values())
+        return live if ended == lines else None
+
+    return poll(settled, timeout_s=10)
+
+
 def stored_records(batch_id: str, url: str | None = None) -> dict[str, dict]:
     """custom_id → the line's terminal record, from the test's record store."""
     from corral.store import open_store
@@ -109,3 +124,43 @@ def retry_history(batch_id: str, url: str | None = None) -> list[dict]:
         return [json.loads(record) for record in connection.execute(
             select(history.c.record).where(history.c.batch_id == batch_id)
             .order_by(history.c.id)).scalars()]
+
+
+def stall_report(client: Any, batch_id: str, queues: tuple[str, ...] = ("corral.small",),
+                 url: str | None = None, logs: Sequence[Path] = ()) -> str:
+    """What a batch that did not end is waiting for, for an assertion's message: the store's
+    counts and the lines without a record, the Redis state that should be moving them
+    (broker queues, kombu's unacked messages, in-flight lines, leases, the feeder lease), and
+    the last warnings of the processes' `logs`."""
+    from sqlalchemy import select
+
+    from corral.redis_keys import BATCH_INDEX, BatchKeys
+    from corral.store import open_store
+    from corral.store.schema import lines, records
+
+    store = open_store(url)
+    with store.engine.connect() as conn:
+        ended = select(records.c.custom_id).where(records.c.batch_id == batch_id)
+        waiting = conn.execute(select(lines.c.custom_id).where(
+            lines.c.batch_id == batch_id, lines.c.custom_id.not_in(ended))).scalars().all()
+    keys = BatchKeys(batch_id)
+    try:
+        redis_state = {
+            "queues": {queue: client.llen(queue) for queue in queues},
+            "unacked": client.hlen("unacked"), "unacked_index": client.zcard("unacked_index"),
+            "inflight": client.hgetall(keys.inflight), "bodies": client.hlen(keys.bodies),
+            "leases": sorted(client.scan_iter(keys.lease_pattern, count=1000))[:10],
+            "feeder": client.get(keys.feeder),
+            "meta": client.hmget(keys.meta, "status", "completed", "failed", "enqueued"),
+            "indexed": client.zscore(BATCH_INDEX, batch_id) is not None,
+            "suspects": client.smembers(keys.suspects),
+            "brpop_clients": [(entry.get("name"), entry.get("addr"))
+                              for entry in client.client_list()
+                              if entry.get("cmd") in ("brpop", "blpop")]}
+    except Exception as err:  # a report, not a check: say what failed
+        redis_state = {"error": repr(err)}
+    warnings = [line for path in logs
+                for line in path.read_text(errors="replace").splitlines()
+                if "WARNING" in line and "MainProcess]  " not in line][-20:]
+    return (f"{len(waiting)} lines without a record: {waiting[:10]}; redis: {redis_state}"
+            + "".join(f"\n  {line[:300]}" for line in warnings))

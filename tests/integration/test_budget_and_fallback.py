@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from corral.redis_keys import BatchKeys
-from corral.stats import by_model
 from corral.store import open_store
 from producer.batches import read_batch
 from producer.costs import batch_cost
 from producer.views import wait_for_batch
-from tests.integration.helpers import assert_complete, request, stored_records, write_jsonl
+from tests.integration.helpers import (
+    assert_complete,
+    request,
+    settled_live_counts,
+    stored_records,
+    write_jsonl,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -89,7 +93,7 @@ def test_lines_that_fall_back_leave_their_models_share_so_the_feeder_goes_on(
     start_workers(config, ["corral.small", "corral.big"])
     batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=60)
     assert batch["request_counts"] == {"total": lines, "completed": lines, "failed": 0}
-    live = by_model(redis_client.hgetall(BatchKeys(batch_id).stats))
+    live = settled_live_counts(redis_client, batch_id, lines)
     assert live["small"]["rerouted"] == -lines and live["big"]["rerouted"] == lines
     for counts in live.values():  # nothing left in flight on either model
         assert counts.get("enqueued", 0) + counts["rerouted"] == \

@@ -20,7 +20,7 @@ from corral.redis_keys import FLEET_STATS, BatchKeys
 from corral.stats import by_model
 from corral.store import open_store
 from producer.views import wait_for_batch
-from tests.integration.helpers import request, write_jsonl
+from tests.integration.helpers import request, settled_live_counts, write_jsonl
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -155,7 +155,7 @@ def test_every_line_ends_once_with_parseable_results_and_exact_cost(
     assert sim.stats()["served"] == 240  # no line was called twice
 
     # The live counters (status --watch, the exporter) agree with the records and the ledger.
-    live = by_model(redis_client.hgetall(BatchKeys(batch_id).stats))
+    live = settled_live_counts(redis_client, batch_id, 240)
     fleet = by_model(redis_client.hgetall(FLEET_STATS))
     assert {name: {k: v for k, v in counts.items() if k != "enqueued"}
             for name, counts in live.items()} == fleet

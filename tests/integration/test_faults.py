@@ -32,6 +32,7 @@ from tests.integration.helpers import (
     record_count,
     request,
     retry_history,
+    stall_report,
     stored_records,
     write_jsonl,
 )
@@ -92,15 +93,16 @@ def test_2_redis_restart_with_aof_mid_batch(tmp_path: Path, redis_client, write_
     try:
         sim = start_simulator("--latency-ms", "50")
         config = write_config(f"{sim.base_url}/v1")
-        start_workers(config, ["corral.small"], processes=2, concurrency=concurrency,
-                      env=private, pool=pool)
+        workers = start_workers(config, ["corral.small"], processes=2,
+                                concurrency=concurrency, env=private, pool=pool)
         batch_id = corral("submit", str(write_jsonl(tmp_path / "b.jsonl", lines(600))),
                           config=config, env_extra=private).stdout.strip()
         poll(lambda: finished(client, batch_id) >= 150, timeout_s=60.0)
         server.stop()  # SHUTDOWN flushes the AOF, as a restart for maintenance would
         server = EmbeddedRedis(port=server.port, data_dir=data_dir, appendonly=True).start()
         batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=120)
-        assert batch["status"] == "completed"
+        assert batch["status"] == "completed", stall_report(
+            client, batch_id, logs=[worker.log_path for worker in workers])
         assert_complete(client, batch_id, 600, sim.stats()["served"])
         assert finished(client, batch_id) == 600
     finally:
