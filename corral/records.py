@@ -165,7 +165,7 @@ class LineEnds:
         filed = [(end, first) for end, first in zip(ends, firsts, strict=True)
                  if first is not None]
         for end, first in filed:
-            calls.call(*self._drop_call(batch_id, end, first, (), None))
+            calls.call(*self._drop_call(batch_id, end, first, (), None, fed=False))
         if filed:
             for (end, _), (_, *strays) in zip(filed, self.group_commit.run(calls.calls),
                                               strict=True):
@@ -175,11 +175,12 @@ class LineEnds:
                 for first in firsts]
 
     def _drop_call(self, batch_id: str, end: LineEnd, first: bool, settled: Sequence[str],
-                   meta_fields: dict[str, str] | None) -> lua_scripts.ScriptCall:
+                   meta_fields: dict[str, str] | None, *,
+                   fed: bool = True) -> lua_scripts.ScriptCall:
         return end_line_call(self._end_line, batch_id, end.record["custom_id"], first=first,
                              error_code=end.error_code, retention_s=self._retention_s,
                              settled=settled, model=end.model, call_counts=end.call_counts,
-                             meta_fields=meta_fields)
+                             meta_fields=meta_fields, fed=fed)
 
     def _collect(self, batch_id: str, custom_id: str, strays: list[Any]) -> None:
         """Write marks that came after the line's end began as unsettled rows, then drop them
@@ -194,16 +195,17 @@ class LineEnds:
 def end_line_call(script: Script, batch_id: str, custom_id: str, *, first: bool,
                   error_code: str | None, retention_s: int, settled: Sequence[str] = (),
                   model: str = "", call_counts: dict[str, int] | None = None,
-                  meta_fields: dict[str, str] | None = None) -> lua_scripts.ScriptCall:
+                  meta_fields: dict[str, str] | None = None,
+                  fed: bool = True) -> lua_scripts.ScriptCall:
     """The end_line.lua call that lets Redis drop a line whose record the store has (see
-    the script for what each argument does)."""
+    the script for what each argument does; `fed` is False for a provider batch's answer)."""
     keys = BatchKeys(batch_id)
     return (script, [keys.meta, keys.attempts, keys.reruns, keys.lease(custom_id),
                      keys.inflight, keys.bodies, keys.stats, FLEET_STATS, *keys.all()],
             [custom_id, "1" if first else "0", "failed" if error_code else "completed",
              retention_s, _compact(list(settled)) if settled else "", model,
              _compact(call_counts) if call_counts else "", error_code or "",
-             _compact(meta_fields) if meta_fields else ""])
+             _compact(meta_fields) if meta_fields else "", "1" if fed else "0"])
 
 
 def unsettled_row(batch_id: str, custom_id: str, attempt: int, mark: str) -> LedgerRow:

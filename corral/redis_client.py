@@ -13,8 +13,9 @@ from corral.errors import RedisUnavailableError
 from corral.settings import Settings, get_settings
 
 # Ride out a Redis restart or failover (seconds) instead of failing the job in hand: about
-# 30 s of capped exponential backoff. Every corral write is idempotent or write-once, so a
-# command retried after a lost reply at most counts a ledger entry twice (never drops one).
+# 30 s of capped exponential backoff. Every corral write is idempotent or write-once (a
+# line's end counts it as its request leaves), so a command retried after a lost reply at
+# most moves a live call counter twice; the store's records and ledger are never touched.
 OUTAGE_RETRIES = 20
 OUTAGE_BACKOFF = ExponentialBackoff(cap=2.0, base=0.05)
 MASK = "***"

@@ -89,13 +89,31 @@ def test_only_lines_adrift_in_two_sweeps_are_sent_while_the_fleet_is_busy(
 
 def test_an_ended_batch_is_not_swept(redis_client: redis.Redis, store: Store, app: Celery,
                                      config: CorralConfig) -> None:
-    _, keys = fed_lines(redis_client, store, 2)
-    redis_client.hset(keys.meta, "status", "cancelled")
+    batch_id, keys = fed_lines(redis_client, store, 2)
+    store.records.write([RecordRow(batch_id, custom_id,
+                                   result_record(custom_id, request_id="r", body={}))
+                         for custom_id in ("small-0", "small-1")])  # it ends in the store
+    row = store.batches.get(batch_id)
+    assert row is not None and row["status"] == "completed"
     reconciler = Reconciler(redis_client, store, app, config, interval_s=30,
                             broker_is_redis=True)
     assert sweep(reconciler, redis_client) == sweep(reconciler, redis_client) == 0
     assert redis_client.llen(QUEUE) == 0
     assert not redis_client.exists(keys.suspects)
+    assert redis_client.hlen(keys.bodies) == 2  # left to the batch's own end in Redis
+
+
+def test_a_line_adrift_is_sent_again_even_when_redis_counts_ran_ahead(
+        redis_client: redis.Redis, store: Store, app: Celery, config: CorralConfig) -> None:
+    # A count sent twice (a reply lost to a Redis restart) ended the batch in Redis early;
+    # the store, which counts each record once, still has it open with small-0 unfinished.
+    batch_id, keys = fed_lines(redis_client, store, 1)
+    redis_client.hset(keys.meta, mapping={"status": "completed", "completed": "1"})
+    reconciler = Reconciler(redis_client, store, app, config, interval_s=30,
+                            broker_is_redis=True)
+    assert sweep(reconciler, redis_client) == 0
+    assert sweep(reconciler, redis_client) == 1
+    assert queued_ids(redis_client) == ["small-0"]
 
 
 def test_messages_that_are_not_corral_jobs_are_ignored() -> None:

@@ -12,10 +12,11 @@ from rich.table import Table
 
 from corral import lua_scripts
 from corral.config import load_config
-from corral.records import LineEnd, LineEnds, Written, error_record, result_record
+from corral.records import (LineEnd, LineEnds, Written, end_line_call, error_record,
+                            result_record)
 from corral.redis_keys import FLEET_STATS, BatchKeys
 from corral.stats import stat_field
-from corral.store import LedgerRow, Store
+from corral.store import LedgerRow, RecordRow, Store
 from corral.store.writer import StoreWriter
 from corral.tokens import prompt_tokens_bound, requested_output_tokens
 from producer.costs import batch_cost
@@ -203,6 +204,40 @@ def test_many_ends_filed_at_once_keep_first_records_and_end_the_batch(
     # Both of "a"'s calls are costed; the batch lane's, second, is unproductive.
     assert ledger(store, batch_id) == [(0, False, False, "0.05"), (0, False, True, "0.05"),
                                        (1, False, True, "0.1")]
+
+
+def replay_end(client: redis.Redis, batch_id: str, custom_id: str, *, first: bool,
+               fed: bool = True) -> list[int]:
+    """Redis's part of a line's end (end_line.lua) sent on its own, as redis-py sends a
+    call again when a Redis restart lost its reply."""
+    script, keys, args = end_line_call(lua_scripts.register(client, "end_line"), batch_id,
+                                       custom_id, first=first, error_code=None,
+                                       retention_s=RETENTION_S, model="small", fed=fed)
+    return script(keys=keys, args=args)
+
+
+def test_an_end_sent_again_after_a_lost_reply_counts_its_line_once(
+        redis_client: redis.Redis, store: Store, ends: LineEnds) -> None:
+    batch_id, keys = fed_batch(redis_client, store, "a", "b")
+    assert answer(ends, batch_id, "a", 1, "0.1") is Written.NEW
+    assert replay_end(redis_client, batch_id, "a", first=True) == [1]
+    # Counted once: the batch still waits for "b" in Redis as in the store.
+    assert redis_client.hmget(keys.meta, "status", "completed") == ["in_progress", "1"]
+    assert redis_client.hget(keys.stats, stat_field("small", "completed")) == "1"
+
+
+def test_a_provider_batchs_duplicate_leaves_the_live_copys_end_to_count_it(
+        redis_client: redis.Redis, store: Store, ends: LineEnds) -> None:
+    batch_id, keys = fed_batch(redis_client, store, "a")
+    # The live copy's record is in the store; its Redis part has not run yet.
+    store.records.write([RecordRow(batch_id, "a", result_record("a", request_id="r",
+                                                                body={}))])
+    written = ends.end_all(batch_id, [LineEnd(result_record("a", request_id="rb", body={}),
+                                              model="small@batch")])
+    assert written == [Written.DUPLICATE]
+    assert redis_client.hexists(keys.bodies, "a")  # still the live copy's to drop
+    assert replay_end(redis_client, batch_id, "a", first=True)[0] == 1
+    assert redis_client.hmget(keys.meta, "status", "completed") == ["completed", "1"]
 
 
 def test_a_batch_where_no_line_succeeded_ends_failed(redis_client: redis.Redis,

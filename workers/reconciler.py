@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 KOMBU_UNACKED_KEY = "unacked"  # kombu's Redis transport: delivered, not yet acknowledged
 LOCK_KEY = f"{PREFIX}:reconciler"
-OPEN_STATUSES = ("in_progress", "cancelling")
 SCAN_COUNT = 1000
 # How long a sweep's suspects wait for the next sweep to confirm them, in intervals.
 SUSPECTS_TTL_INTERVALS = 3
@@ -70,7 +69,11 @@ class Reconciler(Periodic):
             return 0  # queues and unacked messages live elsewhere (AMQP keeps its own)
         if not self._client.set(LOCK_KEY, "1", nx=True, px=int(self._interval_s * 1000)):
             return 0
-        batch_ids = [str(batch_id) for batch_id in self._client.zrange(BATCH_INDEX, 0, -1)]
+        # Open by the store's counts: Redis's live counters only mirror them, and one that
+        # ran ahead (a count sent twice) must not hide a line that is still adrift.
+        indexed = {str(batch_id) for batch_id in self._client.zrange(BATCH_INDEX, 0, -1)}
+        batch_ids = [batch_id for batch_id in self._store.batches.open_ids()
+                     if batch_id in indexed]
         if not batch_ids:
             return 0
         messaged = self.lines_with_messages()
@@ -93,10 +96,6 @@ class Reconciler(Periodic):
 
     def _sweep_batch(self, batch_id: str, messaged: set[str]) -> int:
         keys = BatchKeys(batch_id)
-        status = self._client.hget(keys.meta, "status")
-        if status not in OPEN_STATUSES:
-            self._client.delete(keys.suspects)
-            return 0
         adrift = dict(self._adrift_lines(batch_id, keys, messaged))
         seen_before = self._client.smismember(keys.suspects, list(adrift)) if adrift else []
         confirmed = [custom_id for custom_id, seen in zip(adrift, seen_before, strict=True)

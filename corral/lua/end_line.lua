@@ -23,6 +23,9 @@
 -- ARGV[8] error_code   the record's error code, or "" for a result
 -- ARGV[9] meta_fields  JSON object field -> value to set on the batch's meta (its
 --                      end_status, its last_error), or ""
+-- ARGV[10] fed         "1": the line ran in the live lane, where its stored request marks it
+--                      in flight until its first end; "0": a provider batch's answer (the
+--                      line may have no request in Redis)
 --
 -- Returns {1} (first) or {0} (duplicate), or {-2} when the batch is gone from Redis (its meta
 -- has no id: deleted, or lost with Redis's data): then nothing is written, so a late writer
@@ -40,6 +43,7 @@ local custom_id, first, counter, retention_s = ARGV[1], ARGV[2] == '1', ARGV[3],
   tonumber(ARGV[4])
 local marks, model, call_counts, error_code, meta_fields =
   ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local fed = ARGV[10] == '1'
 
 if redis.call('HEXISTS', meta, 'id') == 0 then
   return {-2}
@@ -78,9 +82,14 @@ if first then
   end
 end
 
--- The line has its record (this one or an earlier one): nothing of it stays in flight.
+-- The line has its record (this one or an earlier one): nothing of it stays in flight. A
+-- provider batch's duplicate leaves the request to the live copy still running the line,
+-- whose own end drops it.
 redis.call('DEL', lease)
-redis.call('HDEL', bodies, custom_id)
+local dropped = 0
+if fed or first then
+  dropped = redis.call('HDEL', bodies, custom_id)
+end
 redis.call('HDEL', attempts, custom_id)
 redis.call('HDEL', reruns, custom_id)
 if call_counts ~= '' then
@@ -90,6 +99,12 @@ if call_counts ~= '' then
 end
 if not first then
   return {0}
+end
+-- A live line counts as its request leaves, so this call run twice (its reply lost to a
+-- Redis restart, and sent again) counts the line once.
+if fed and dropped == 0 then
+  table.insert(strays, 1, 1)
+  return strays
 end
 
 redis.call('HINCRBY', meta, counter, 1)
