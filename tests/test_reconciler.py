@@ -107,7 +107,7 @@ def test_a_line_adrift_is_sent_again_even_when_redis_counts_ran_ahead(
         redis_client: redis.Redis, store: Store, app: Celery, config: CorralConfig) -> None:
     # A count sent twice (a reply lost to a Redis restart) ended the batch in Redis early;
     # the store, which counts each record once, still has it open with small-0 unfinished.
-    batch_id, keys = fed_lines(redis_client, store, 1)
+    _, keys = fed_lines(redis_client, store, 1)
     redis_client.hset(keys.meta, mapping={"status": "completed", "completed": "1"})
     reconciler = Reconciler(redis_client, store, app, config, interval_s=30,
                             broker_is_redis=True)

@@ -12,8 +12,7 @@ from rich.table import Table
 
 from corral import lua_scripts
 from corral.config import load_config
-from corral.records import (LineEnd, LineEnds, Written, end_line_call, error_record,
-                            result_record)
+from corral.records import LineEnd, LineEnds, Written, end_line_call, error_record, result_record
 from corral.redis_keys import FLEET_STATS, BatchKeys
 from corral.stats import stat_field
 from corral.store import LedgerRow, RecordRow, Store
