@@ -164,3 +164,10 @@ def stall_report(client: Any, batch_id: str, queues: tuple[str, ...] = ("corral.
                 if "WARNING" in line and "MainProcess]  " not in line][-20:]
     return (f"{len(waiting)} lines without a record: {waiting[:10]}; redis: {redis_state}"
             + "".join(f"\n  {line[:300]}" for line in warnings))
+
+
+def stop_before_their_redis(children: Sequence[Any]) -> None:
+    """Stop workers (or Flower) while the private Redis they use still answers: after it, a
+    worker's warm shutdown waits out its reconnect attempts until the fixture kills it."""
+    for child in children:
+        child.stop()

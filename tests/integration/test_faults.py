@@ -23,6 +23,7 @@ from corral.embedded_redis import EmbeddedRedis
 from corral.redis_keys import BATCH_INDEX, BatchKeys
 from corral.stats import stat_field
 from corral.store import open_store
+from producer.local_stack import ChildProcess
 from producer.views import wait_for_batch
 from tests.integration.helpers import (
     assert_complete,
@@ -33,6 +34,7 @@ from tests.integration.helpers import (
     request,
     retry_history,
     stall_report,
+    stop_before_their_redis,
     stored_records,
     write_jsonl,
 )
@@ -90,6 +92,7 @@ def test_2_redis_restart_with_aof_mid_batch(tmp_path: Path, redis_client, write_
     server = EmbeddedRedis(data_dir=data_dir, appendonly=True).start()
     private = {**QUICK_RECOVERY, "CORRAL_REDIS_URL": server.url}
     client = redis.Redis.from_url(server.url, decode_responses=True)
+    workers: list[ChildProcess] = []
     try:
         sim = start_simulator("--latency-ms", "50")
         config = write_config(f"{sim.base_url}/v1")
@@ -106,6 +109,7 @@ def test_2_redis_restart_with_aof_mid_batch(tmp_path: Path, redis_client, write_
         assert_complete(client, batch_id, 600, sim.stats()["served"])
         assert finished(client, batch_id) == 600
     finally:
+        stop_before_their_redis(workers)
         client.close()
         server.stop()
 

@@ -25,7 +25,13 @@ from corral.embedded_redis import EmbeddedRedis
 from corral.store import open_store
 from producer.local_stack import ChildProcess
 from producer.views import wait_for_batch
-from tests.integration.helpers import poll, request, stored_records, write_jsonl
+from tests.integration.helpers import (
+    poll,
+    request,
+    stop_before_their_redis,
+    stored_records,
+    write_jsonl,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -81,6 +87,7 @@ def test_busy_workers_survive_ten_redis_kills_and_flower_lists_them_after_each(
     env = {**TIMINGS, "CORRAL_REDIS_URL": server.url}
     client = redis.Redis.from_url(server.url, decode_responses=True)
     app = create_app("corral-probe", broker_url=server.url)
+    workers: list[ChildProcess] = []
     try:
         sim = start_simulator("--latency-ms", str(LATENCY_MS))
         config = write_config(f"{sim.base_url}/v1")
@@ -132,6 +139,7 @@ def test_busy_workers_survive_ten_redis_kills_and_flower_lists_them_after_each(
              timeout_s=60)
         poll(lambda: dead_name not in flower.get("/api/workers").json(), timeout_s=60)
     finally:
+        stop_before_their_redis(workers)
         app.close()
         client.close()
         server.stop()

@@ -14,7 +14,8 @@ from corral.embedded_redis import EmbeddedRedis
 from corral.redis_keys import BatchKeys
 from corral.store import open_store
 from producer.costs import batch_cost
-from tests.integration.helpers import poll, request, write_jsonl
+from producer.local_stack import ChildProcess
+from tests.integration.helpers import poll, request, stop_before_their_redis, write_jsonl
 
 QUICK = {"CORRAL_QUEUE_DEPTH": "100"}
 
@@ -72,10 +73,12 @@ def test_a_redis_killed_mid_batch_and_back_empty_loses_no_line_and_runs_each_onc
     server = EmbeddedRedis().start()  # no persistence: a crash loses everything
     private = {"CORRAL_REDIS_URL": server.url, **QUICK}
     client = redis.Redis.from_url(server.url, decode_responses=True)
+    workers: list[ChildProcess] = []
     try:
         sim = start_simulator("--latency-ms", "100")
         config = write_config(f"{sim.base_url}/v1")
-        start_workers(config, ["corral.small"], processes=1, concurrency=16, env=private)
+        workers = start_workers(config, ["corral.small"], processes=1, concurrency=16,
+                                env=private)
         env = {**corral_env, **private, "CORRAL_CONFIG": str(config)}
         submit = subprocess.Popen(
             [sys.executable, "-m", "producer", "submit", "--wait",
@@ -106,5 +109,6 @@ def test_a_redis_killed_mid_batch_and_back_empty_loses_no_line_and_runs_each_onc
         assert resumed.returncode == 0, resumed.stderr  # an ended batch: nothing to send
         assert resumed.stdout.strip() == "0"
     finally:
+        stop_before_their_redis(workers)
         client.close()
         server.stop()
