@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import redis
 from celery import Celery
@@ -35,12 +35,10 @@ from producer.durations import parse_duration_s
 from producer.estimate import Estimate
 from producer.lanes import LanePicker
 from producer.planner import Plan, plan_lanes
+from producer.result import Result
 from producer.submit import FileCheck, check_file, open_batch, take_in
 from producer.validator import RejectedLine
 from producer.views import wait_for_batch
-
-if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletion
 
 __all__ = ["Batch", "Client", "InvalidLinesError", "Result", "Submission"]
 
@@ -77,57 +75,6 @@ class Submission:
     def accepted(self) -> int:
         """Lines that will run."""
         return sum(self.accepted_by_model.values())
-
-
-@dataclass(frozen=True)
-class Result:
-    """One line's terminal record (the OpenAI batch output shape, in `record`)."""
-
-    record: dict[str, Any]
-
-    @property
-    def custom_id(self) -> str:
-        """The line's custom_id."""
-        return str(self.record["custom_id"])
-
-    @property
-    def ok(self) -> bool:
-        """Whether the line has an answer (not an error)."""
-        return not self.record.get("error")
-
-    @property
-    def error(self) -> dict[str, Any] | None:
-        """`{"code", "message"}` of a failed line, else None."""
-        error = self.record.get("error")
-        return dict(error) if error else None
-
-    @property
-    def body(self) -> dict[str, Any] | None:
-        """The provider's response body (also a 4xx's error body), as a dict."""
-        response = self.record.get("response")
-        return dict(response["body"]) if response and response.get("body") else None
-
-    @property
-    def completion(self) -> ChatCompletion:
-        """The answer as the openai SDK's `ChatCompletion` (needs `pip install openai`).
-
-        Raises:
-            ValueError: the line failed (see `error`).
-        """
-        from openai.types.chat import ChatCompletion
-
-        if not self.ok or self.body is None:
-            raise ValueError(f"line {self.custom_id} has no answer: {self.error}")
-        return ChatCompletion.model_validate(self.body)
-
-    @property
-    def text(self) -> str | None:
-        """The first choice's message text (None for a failed line or no text)."""
-        if not self.ok or self.body is None:
-            return None
-        choices = self.body.get("choices") or []
-        content = choices[0].get("message", {}).get("content") if choices else None
-        return content if isinstance(content, str) else None
 
 
 class Batch:

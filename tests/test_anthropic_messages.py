@@ -10,12 +10,8 @@ from typing import Any
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageFunctionToolCall
 
-from corral.anthropic_messages import (
-    UntranslatableRequest,
-    to_chat_completion,
-    to_messages_params,
-    to_openai_error,
-)
+from corral.anthropic_messages import UntranslatableRequest, to_messages_params
+from corral.anthropic_results import to_chat_completion, to_openai_error
 from corral.config import Price
 from corral.errors import (
     ContextLengthExceededError,

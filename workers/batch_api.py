@@ -2,7 +2,7 @@
 batches, behind one small interface the batch lane uses (create, state, results, cancel).
 
 Results come back in OpenAI's shape whatever the provider: Anthropic's messages are
-translated by corral.anthropic_messages, so the output file stays OpenAI-shaped.
+translated by corral.anthropic_results, so the output file stays OpenAI-shaped.
 """
 
 from __future__ import annotations
@@ -15,12 +15,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from corral.anthropic_messages import (
-    UntranslatableRequest,
-    to_chat_completion,
-    to_messages_params,
-    to_openai_error,
-)
+from corral.anthropic_messages import UntranslatableRequest, to_messages_params
+from corral.anthropic_results import to_chat_completion, to_openai_error
 from corral.api_keys import read_api_key
 from corral.config import ModelConfig, ProviderConfig
 from corral.errors import CorralError
