@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -147,3 +149,30 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def simulator_process() -> Iterator[Callable[..., str]]:
+    """Factory: start ``python -m simulator --port 0 *flags`` and return its base URL; every
+    simulator it started is stopped after the test."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(*flags: str) -> str:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "--port", "0", *flags],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        processes.append(process)
+        assert process.stderr is not None
+        line = process.stderr.readline().decode().strip()
+        assert line.startswith("simulator ready on http://127.0.0.1:"), line
+        return line.removeprefix("simulator ready on ")
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -288,29 +288,9 @@ StartSimulator = Callable[..., str]
 
 
 @pytest.fixture
-def start_simulator() -> Iterator[StartSimulator]:
+def start_simulator(simulator_process: StartSimulator) -> StartSimulator:
     """Factory: start ``python -m simulator --port 0 *flags`` and return its base URL."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(*flags: str) -> str:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "--port", "0", *flags],
-            cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        processes.append(process)
-        assert process.stderr is not None
-        line = process.stderr.readline().decode().strip()
-        assert line.startswith("simulator ready on http://127.0.0.1:"), line
-        return line.removeprefix("simulator ready on ")
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+    return simulator_process
 
 
 def _chat(content: str, model: str = "gpt-4o-mini", **extra: object) -> dict[str, object]:

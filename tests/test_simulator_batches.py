@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +27,9 @@ StartSimulator = Callable[..., str]
 
 
 @pytest.fixture
-def start_simulator() -> Iterator[StartSimulator]:
+def start_simulator(simulator_process: StartSimulator) -> StartSimulator:
     """Factory: start ``python -m simulator --port 0 --api-key KEY *flags``; returns its URL."""
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(*flags: str) -> str:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "--port", "0", "--api-key", KEY, *flags],
-            cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        processes.append(process)
-        assert process.stderr is not None
-        line = process.stderr.readline().decode().strip()
-        assert line.startswith("simulator ready on http://127.0.0.1:"), line
-        return line.removeprefix("simulator ready on ")
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
-        if process.stderr is not None:
-            process.stderr.close()
+    return lambda *flags: simulator_process("--api-key", KEY, *flags)
 
 
 def poll(probe: Callable[[], Any], timeout_s: float = 10.0) -> Any:
