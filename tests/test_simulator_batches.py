@@ -6,7 +6,6 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +16,6 @@ from openai.types.chat import ChatCompletion
 
 from simulator.batch_input import validate_input_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-sim-batch"
 ANTHROPIC_HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
 ENDPOINT = "/v1/chat/completions"
