@@ -60,8 +60,12 @@ def read_batch(store: Store, batch_id: str, client: redis.Redis | None = None) -
             spent_nusd = client.hget(BatchKeys(batch_id).meta, "spent_nusd")
         except redis.RedisError:
             spent_nusd = None  # a live figure only: the batch's state is in the store
-    batch = batch_object(row, int(spent_nusd or 0))
-    kept = store.provider_batches.of_batch(batch_id)
+    return with_provider_batches(store, batch_object(row, int(spent_nusd or 0)))
+
+
+def with_provider_batches(store: Store, batch: dict[str, Any]) -> dict[str, Any]:
+    """`batch` with the provider batches its batch lane runs in, when it has any."""
+    kept = store.provider_batches.summaries(batch["id"])
     if kept:
         batch["provider_batches"] = [provider_batch_object(row) for row in kept]
     return batch

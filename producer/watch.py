@@ -25,10 +25,10 @@ from corral.feeder import feed_state
 from corral.redis_keys import BatchKeys
 from corral.stats import by_model, lines_in_flight
 from corral.store import Store
-from producer.batches import batch_object, is_terminal, list_batches
+from producer.batches import batch_object, is_terminal, list_batches, with_provider_batches
 from producer.rates import Counters, RateTracker, format_duration_s, latency_quantile_ms
 from producer.session import Session
-from producer.views import stdout_console
+from producer.views import provider_batches_table, stdout_console
 
 EXIT_OK, EXIT_FAILED_LINES, EXIT_INTERRUPTED = 0, 1, 130
 END_FIELDS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
@@ -72,8 +72,8 @@ def poll(client: redis.Redis, store: Store, batch_ids: Iterable[str]) -> list[Po
         row = store.batches.get(batch_id)
         if row is None:
             raise BatchNotFoundError(f"batch {batch_id} was deleted while watched")
-        polled.append(Polled(batch_object(row, int(meta.get("spent_nusd") or 0)),
-                             by_model(stats), unsent_lines(meta), now_s))
+        batch = with_provider_batches(store, batch_object(row, int(meta.get("spent_nusd") or 0)))
+        polled.append(Polled(batch, by_model(stats), unsent_lines(meta), now_s))
     return polled
 
 
@@ -142,7 +142,12 @@ class BatchWatch:
             (batch["id"], "bold"), "  ", (batch["status"], "bold cyan"),
             f"  done {counts['completed']:,}/{counts['total']:,}  failed {counts['failed']:,}"
             f"  spent {_usd(spent)}  elapsed {format_duration_s(elapsed_s)}  ETA {eta}")
-        return Group(header, self._models_table(batch, counters, item.waiting, tracker))
+        parts: list[RenderableType] = [
+            header, self._models_table(batch, counters, item.waiting, tracker)]
+        if batch.get("provider_batches"):
+            # Lines on the batch lane wait on these, not on the queues or the limits.
+            parts.append(provider_batches_table(batch))
+        return Group(*parts)
 
     def _models_table(self, batch: dict[str, Any], counters: Counters,
                       waiting: Mapping[str, int], tracker: RateTracker) -> Table:

@@ -115,6 +115,24 @@ def test_frame_shows_counts_rates_against_limits_spend_and_eta(redis_client, sto
     assert cells[1:5] == ["0", "1", "1", "2"]  # done, failed, queued, waiting
 
 
+def test_frame_lists_the_provider_batches_its_batch_lane_lines_wait_on(redis_client,
+                                                                      store: Store) -> None:
+    on_lane = new_batch(redis_client, store, {"small": 4})
+    live_only = new_batch(redis_client, store, {"small": 2})
+    store.provider_batches.add("batch_prov_1", on_lane, "openai", "small", "in_progress",
+                               ["small-1", "small-2", "small-3"], created_at=1_700_000_000)
+    store.provider_batches.update("batch_prov_1", done=2)
+    view = BatchWatch({}, period_s=60, clock=FakeClock())
+    out_console, out = console()
+    out_console.print(view.frame(poll(redis_client, store, [on_lane, live_only])))
+    text = out.getvalue()
+    row = next(line for line in text.splitlines() if "batch_prov_1" in line)
+    cells = [cell.strip() for cell in row.split("│")]
+    assert cells[1:7] == ["batch_prov_1", "openai", "small", "in_progress", "2", "3"]
+    assert f"Provider batches of {on_lane}" in text
+    assert f"Provider batches of {live_only}" not in text
+
+
 def test_watch_ends_with_the_batch_and_exit_0(redis_client, store: Store,
                                               write_config) -> None:
     batch_id = new_batch(redis_client, store, {"big": 4})
