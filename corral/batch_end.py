@@ -8,16 +8,20 @@ has passed) and by every worker's feeding loop (which expires overdue batches no
 from __future__ import annotations
 
 import time
+import uuid
+from typing import Any
 
 import redis
 
-from corral.feeder import Feeder
+from corral import lua_scripts
+from corral.feeder import Feeder, FeedState
 from corral.redis_keys import BATCH_INDEX, BatchKeys
 from corral.store import Store
 from corral.store.records import OPEN_STATUSES
 
 CHUNK = 1000  # lines per Redis command
 EXPIRY_SWEPT = "expiry_swept"  # meta field: the lines not started were ended as expired
+BULK_END_TOKEN = "bulk_end:"  # meta fields: one per bulk end, so each counts once
 
 
 def end_unstarted(client: redis.Redis, store: Store, feeder: Feeder, batch_id: str,
@@ -32,18 +36,29 @@ def end_unstarted(client: redis.Redis, store: Store, feeder: Feeder, batch_id: s
         state = feeder.state()
         unstarted = _queued_unstarted(client, keys)
         ended = store.batches.end_unfed(batch_id, code, state.fed_through(), unstarted)
-        row = store.batches.get(batch_id)
-        pipe = client.pipeline()
-        for start in range(0, len(unstarted), CHUNK):
-            pipe.hdel(keys.bodies, *unstarted[start:start + CHUNK])
-        for cursor in state.cursors:  # nothing is left to feed
-            pipe.hset(keys.meta, f"fed:{cursor.model}", cursor.lines)
-        pipe.hincrby(keys.meta, "failed", ended)
-        if row is not None and row["status"] not in OPEN_STATUSES:
-            pipe.hset(keys.meta, mapping={"status": row["status"],
-                                          f"{row['status']}_at": row["ended_at"]})
-        pipe.execute()
+        mirror_bulk_end(client, keys, unstarted, state, ended, store.batches.get(batch_id),
+                        token=f"{BULK_END_TOKEN}{uuid.uuid4().hex}")
     return ended
+
+
+def mirror_bulk_end(client: redis.Redis, keys: BatchKeys, unstarted: list[str],
+                    state: FeedState, ended: int, row: dict[str, Any] | None, *,
+                    token: str) -> None:
+    """Redis's part of ending lines in bulk, in one transaction: the requests of the queued
+    lines go, nothing is left to feed, `ended` lines count as failed (once per `token`, so a
+    transaction redis-py sends again counts them once), and the store's end of the batch, if
+    these were its last lines."""
+    pipe = client.pipeline()
+    for start in range(0, len(unstarted), CHUNK):
+        pipe.hdel(keys.bodies, *unstarted[start:start + CHUNK])
+    for cursor in state.cursors:  # nothing is left to feed
+        pipe.hset(keys.meta, f"fed:{cursor.model}", cursor.lines)
+    lua_scripts.register(client, "count_once")(keys=[keys.meta], args=[token, "failed", ended],
+                                               client=pipe)
+    if row is not None and row["status"] not in OPEN_STATUSES:
+        pipe.hset(keys.meta, mapping={"status": row["status"],
+                                      f"{row['status']}_at": row["ended_at"]})
+    pipe.execute()
 
 
 def _queued_unstarted(client: redis.Redis, keys: BatchKeys) -> list[str]:

@@ -14,8 +14,10 @@ from corral.settings import Settings, get_settings
 
 # Ride out a Redis restart or failover (seconds) instead of failing the job in hand: about
 # 30 s of capped exponential backoff. Every corral write is idempotent or write-once (a
-# line's end counts it as its request leaves), so a command retried after a lost reply at
-# most moves a live call counter twice; the store's records and ledger are never touched.
+# line's end counts it as its request leaves; a bulk end counts once per token), so a command
+# retried after a lost reply at most moves a live call counter twice, or counts twice a
+# provider batch's answer filed with no live copy; the store's records and ledger are never
+# touched.
 OUTAGE_RETRIES = 20
 OUTAGE_BACKOFF = ExponentialBackoff(cap=2.0, base=0.05)
 MASK = "***"
