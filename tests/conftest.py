@@ -17,6 +17,7 @@ from corral.embedded_redis import EmbeddedRedis, is_reachable
 from corral.settings import get_settings
 from corral.store import Store, forget_stores, open_store, store_engine, upgrade
 from tests.postgres_server import fresh_database, postgres_url_fixture
+from tests.simulator_batches import KEY as BATCH_KEY
 
 # Expected token counts in the tests are the script-aware estimate's, with or without tiktoken.
 os.environ.setdefault("CORRAL_TOKEN_ESTIMATOR", "script")
@@ -176,3 +177,10 @@ def simulator_process() -> Iterator[Callable[..., str]]:
         process.wait(timeout=10)
         if process.stderr is not None:
             process.stderr.close()
+
+
+@pytest.fixture
+def start_batch_simulator(simulator_process: Callable[..., str]) -> Callable[..., str]:
+    """Factory: a simulator (``simulator_process``) that takes the batch tests' key."""
+    return lambda *flags: simulator_process("--api-key", BATCH_KEY, *flags)
+

@@ -1,11 +1,8 @@
-"""The simulator's batch lanes: OpenAI Files + Batches and Anthropic Message Batches."""
+"""The simulator's OpenAI batch lane: input file validation, then Files + Batches over HTTP."""
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,53 +12,22 @@ from openai.types import Batch
 from openai.types.chat import ChatCompletion
 
 from simulator.batch_input import validate_input_file
+from tests.simulator_batches import (
+    KEY,
+    StartSimulator,
+    hold,
+    jsonl,
+    messages,
+    poll,
+)
 
-KEY = "sk-sim-batch"
-ANTHROPIC_HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
 ENDPOINT = "/v1/chat/completions"
 FINAL = ("completed", "failed", "expired", "cancelled")
-
-StartSimulator = Callable[..., str]
-
-
-@pytest.fixture
-def start_simulator(simulator_process: StartSimulator) -> StartSimulator:
-    """Factory: start ``python -m simulator --port 0 --api-key KEY *flags``; returns its URL."""
-    return lambda *flags: simulator_process("--api-key", KEY, *flags)
-
-
-def poll(probe: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    """Call ``probe`` until it returns something truthy (returned); fail after ``timeout_s``."""
-    pause = threading.Event()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = probe()
-        if result:
-            return result
-        pause.wait(0.005)
-    raise AssertionError(f"not reached within {timeout_s:g} s")
-
-
-def hold(seconds: float, check: Callable[[], None]) -> None:
-    """Run ``check`` over and over for ``seconds``: a state that must not change meanwhile."""
-    pause = threading.Event()
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        check()
-        pause.wait(0.01)
-
-
-def messages(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
 
 
 def input_line(custom_id: str, text: str, model: str = "m", **body: Any) -> dict[str, Any]:
     return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT,
             "body": {"model": model, "messages": messages(text), **body}}  # fmt: skip
-
-
-def jsonl(lines: list[Any]) -> bytes:
-    return "".join(json.dumps(line) + "\n" for line in lines).encode()
 
 
 def openai_client(url: str, key: str = KEY) -> openai.OpenAI:
@@ -137,9 +103,9 @@ def test_validator_accepts_a_bom_and_crlf_line_ends() -> None:
 
 @pytest.mark.timeout(30)
 def test_batch_answers_equal_live_answers_and_count_as_batch_work(
-    start_simulator: StartSimulator,
+    start_batch_simulator: StartSimulator,
 ) -> None:
-    url = start_simulator("--model", "m", "--batch-lines-per-s", "5000")
+    url = start_batch_simulator("--model", "m", "--batch-lines-per-s", "5000")
     texts = ["hello there", "what is a queue?", "count to three"]
     with openai_client(url) as client:
         batch = submit(client, [input_line(f"q{i}", t, max_tokens=50) for i, t in enumerate(texts)])
@@ -178,8 +144,8 @@ def test_batch_answers_equal_live_answers_and_count_as_batch_work(
 
 
 @pytest.mark.timeout(30)
-def test_batch_lines_do_not_use_the_live_rate_limits(start_simulator: StartSimulator) -> None:
-    url = start_simulator("--model", "m:rpm=2", "--batch-lines-per-s", "5000")
+def test_batch_lines_do_not_use_the_live_rate_limits(start_batch_simulator: StartSimulator) -> None:
+    url = start_batch_simulator("--model", "m:rpm=2", "--batch-lines-per-s", "5000")
     with openai_client(url) as client:
         done = wait_final(client, submit(client, [input_line(f"q{i}", "x") for i in range(6)]).id)
     with httpx.Client(base_url=url, headers={"authorization": f"Bearer {KEY}"}) as http:
@@ -192,8 +158,9 @@ def test_batch_lines_do_not_use_the_live_rate_limits(start_simulator: StartSimul
 
 
 @pytest.mark.timeout(30)
-def test_bad_input_file_fails_the_batch_with_line_errors(start_simulator: StartSimulator) -> None:
-    url = start_simulator()
+def test_bad_input_file_fails_the_batch_with_line_errors(
+        start_batch_simulator: StartSimulator) -> None:
+    url = start_batch_simulator()
     content = jsonl([input_line("a", "x"), input_line("a", "y")]) + b"[1, 2\n"
     with openai_client(url) as client:
         done = wait_final(client, submit(client, content).id)
@@ -209,9 +176,9 @@ def test_bad_input_file_fails_the_batch_with_line_errors(start_simulator: StartS
 
 @pytest.mark.timeout(30)
 def test_a_line_past_the_context_window_goes_to_the_error_file(
-    start_simulator: StartSimulator,
+    start_batch_simulator: StartSimulator,
 ) -> None:
-    url = start_simulator("--model", "small:ctx=10")
+    url = start_batch_simulator("--model", "small:ctx=10")
     lines = [input_line("fits", "short", "small"), input_line("long", "x" * 44, "small")]
     with openai_client(url) as client:
         done = wait_final(client, submit(client, lines).id)
@@ -232,9 +199,9 @@ def test_a_line_past_the_context_window_goes_to_the_error_file(
 
 @pytest.mark.timeout(30)
 def test_cancel_mid_way_keeps_partial_output_and_errors_the_rest(
-    start_simulator: StartSimulator,
+    start_batch_simulator: StartSimulator,
 ) -> None:
-    url = start_simulator("--batch-lines-per-s", "40")
+    url = start_batch_simulator("--batch-lines-per-s", "40")
     total = 200
     with openai_client(url) as client:
         batch = submit(client, [input_line(f"q{i}", str(i)) for i in range(total)])
@@ -255,9 +222,9 @@ def test_cancel_mid_way_keeps_partial_output_and_errors_the_rest(
 
 @pytest.mark.timeout(30)
 def test_a_cancelled_batch_goes_on_answering_for_its_cancelling_time(
-    start_simulator: StartSimulator,
+    start_batch_simulator: StartSimulator,
 ) -> None:
-    url = start_simulator("--batch-lines-per-s", "40", "--batch-cancel-s", "1")
+    url = start_batch_simulator("--batch-lines-per-s", "40", "--batch-cancel-s", "1")
     total = 200
     with openai_client(url) as client:
         batch = submit(client, [input_line(f"q{i}", str(i)) for i in range(total)])
@@ -276,9 +243,9 @@ def test_a_cancelled_batch_goes_on_answering_for_its_cancelling_time(
 
 @pytest.mark.timeout(30)
 def test_batch_expires_after_its_scaled_window_with_partial_output(
-    start_simulator: StartSimulator,
+    start_batch_simulator: StartSimulator,
 ) -> None:
-    url = start_simulator("--batch-window-s", "0.3", "--batch-lines-per-s", "20")
+    url = start_batch_simulator("--batch-window-s", "0.3", "--batch-lines-per-s", "20")
     total = 100
     with openai_client(url) as client:
         batch = submit(client, [input_line(f"q{i}", str(i)) for i in range(total)])
@@ -295,9 +262,9 @@ def test_batch_expires_after_its_scaled_window_with_partial_output(
 
 @pytest.mark.timeout(30)
 def test_stall_fault_set_at_run_time_holds_a_batch_until_cancelled(
-    start_simulator: StartSimulator,
+    start_batch_simulator: StartSimulator,
 ) -> None:
-    url = start_simulator("--batch-lines-per-s", "5000")
+    url = start_batch_simulator("--batch-lines-per-s", "5000")
     with openai_client(url) as client:
         stall = httpx.post(f"{url}/_sim/faults", json={"batch_stall": True}).json()
         batch = submit(client, [input_line(f"q{i}", str(i)) for i in range(5)])
@@ -321,8 +288,8 @@ def test_stall_fault_set_at_run_time_holds_a_batch_until_cancelled(
 
 
 @pytest.mark.timeout(30)
-def test_stall_fault_by_batch_id_and_bad_values(start_simulator: StartSimulator) -> None:
-    url = start_simulator()
+def test_stall_fault_by_batch_id_and_bad_values(start_batch_simulator: StartSimulator) -> None:
+    url = start_batch_simulator()
     with httpx.Client(base_url=url) as http:
         by_id = http.post("/_sim/faults", json={"batch_stall": ["batch_x", "msgbatch_y"]})
         bad = http.post("/_sim/faults", json={"batch_stall": 3})
@@ -331,8 +298,8 @@ def test_stall_fault_by_batch_id_and_bad_values(start_simulator: StartSimulator)
 
 
 @pytest.mark.timeout(30)
-def test_list_pages_newest_first(start_simulator: StartSimulator) -> None:
-    url = start_simulator()
+def test_list_pages_newest_first(start_batch_simulator: StartSimulator) -> None:
+    url = start_batch_simulator()
     with openai_client(url) as client:
         ids = [submit(client, [input_line("a", str(i))]).id for i in range(5)]
         first = client.batches.list(limit=2)
@@ -350,8 +317,8 @@ def test_list_pages_newest_first(start_simulator: StartSimulator) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_openai_endpoints_check_the_api_key(start_simulator: StartSimulator) -> None:
-    url = start_simulator()
+def test_openai_endpoints_check_the_api_key(start_batch_simulator: StartSimulator) -> None:
+    url = start_batch_simulator()
     with openai_client(url, key="sk-wrong") as client:
         with pytest.raises(openai.AuthenticationError):
             client.files.create(file=("input.jsonl", b"{}"), purpose="batch")
@@ -367,114 +334,3 @@ def test_openai_endpoints_check_the_api_key(start_simulator: StartSimulator) -> 
     wrong = httpx.get(f"{url}/v1/files/{uploaded.id}/content",
                       headers={"authorization": "Bearer sk-wrong"})  # fmt: skip
     assert wrong.status_code == 401 and "sk-wrong" not in wrong.text
-
-
-# --- Anthropic Message Batches ----------------------------------------------------------------
-
-
-def anthropic_request(custom_id: str, text: str, **params: Any) -> dict[str, Any]:
-    return {"custom_id": custom_id,
-            "params": {"model": "m", "max_tokens": 1000, "messages": messages(text), **params}}
-
-
-def retrieve_message_batch(http: httpx.Client, batch_id: str) -> dict[str, Any]:
-    response = http.get(f"/v1/messages/batches/{batch_id}")
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-@pytest.mark.timeout(30)
-def test_message_batch_results_in_native_shape_match_live_answers(
-    start_simulator: StartSimulator,
-) -> None:
-    url = start_simulator("--model", "m:ctx=50", "--batch-lines-per-s", "5000")
-    requests = [
-        anthropic_request("one", "hello", system="Be brief."),
-        anthropic_request("two", "x" * 400),
-        {"custom_id": "three", "params": {"model": "m", "messages": messages("no max_tokens")}},
-    ]
-    with httpx.Client(base_url=url, headers=ANTHROPIC_HEADERS) as http:
-        created = http.post("/v1/messages/batches", json={"requests": requests}).json()
-        ended = poll(lambda: (b := retrieve_message_batch(http, created["id"]))
-                     ["processing_status"] == "ended" and b)  # fmt: skip
-        results = [json.loads(line) for line in http.get(ended["results_url"]).text.splitlines()]
-        live = http.post(ENDPOINT, headers={"authorization": f"Bearer {KEY}"}, json={
-            "model": "m", "max_tokens": 1000,
-            "messages": [{"role": "system", "content": "Be brief."}, *messages("hello")]}).json()
-        listing = http.get("/v1/messages/batches").json()
-    assert created["type"] == "message_batch" and created["id"].startswith("msgbatch_")
-    assert created["processing_status"] == "in_progress" and created["results_url"] is None
-    assert ended["request_counts"] == {
-        "processing": 0, "succeeded": 1, "errored": 2, "canceled": 0, "expired": 0}
-    assert ended["ended_at"] is not None and ended["created_at"].endswith("Z")
-    assert ended["results_url"] == f"{url}/v1/messages/batches/{created['id']}/results"
-    by_id = {line["custom_id"]: line["result"] for line in results}
-    message = by_id["one"]["message"]
-    assert by_id["one"]["type"] == "succeeded"
-    assert (message["type"], message["role"], message["model"]) == ("message", "assistant", "m")
-    live_text = live["choices"][0]["message"]["content"]
-    assert message["content"] == [{"type": "text", "text": live_text}]
-    assert message["stop_reason"] == "end_turn"
-    assert message["usage"] == {
-        "input_tokens": live["usage"]["prompt_tokens"],
-        "output_tokens": live["usage"]["completion_tokens"],
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-    }
-    assert by_id["two"]["type"] == "errored"
-    assert by_id["two"]["error"]["error"]["type"] == "invalid_request_error"
-    assert "prompt is too long" in by_id["two"]["error"]["error"]["message"]
-    assert by_id["three"]["error"]["error"]["message"].startswith("params.max_tokens")
-    assert [batch["id"] for batch in listing["data"]] == [created["id"]]
-
-
-@pytest.mark.timeout(30)
-def test_stalled_message_batch_cancels_to_canceled_results(
-    start_simulator: StartSimulator,
-) -> None:
-    url = start_simulator("--batch-stall")
-    requests = [anthropic_request(f"r{i}", str(i)) for i in range(3)]
-    with httpx.Client(base_url=url, headers=ANTHROPIC_HEADERS) as http:
-        created = http.post("/v1/messages/batches", json={"requests": requests}).json()
-        early = http.get(f"/v1/messages/batches/{created['id']}/results")
-
-        def still_stalled() -> None:
-            seen = retrieve_message_batch(http, created["id"])
-            assert seen["processing_status"] == "in_progress"
-            assert seen["request_counts"]["processing"] == 3
-
-        hold(0.2, still_stalled)
-        canceling = http.post(f"/v1/messages/batches/{created['id']}/cancel").json()
-        ended = poll(lambda: (b := retrieve_message_batch(http, created["id"]))
-                     ["processing_status"] == "ended" and b)  # fmt: skip
-        results = [json.loads(line) for line in http.get(ended["results_url"]).text.splitlines()]
-    assert early.status_code == 400
-    assert canceling["processing_status"] in ("canceling", "ended")
-    assert canceling["cancel_initiated_at"] is not None
-    assert ended["request_counts"]["canceled"] == 3
-    assert [line["result"] for line in results] == [{"type": "canceled"}] * 3
-
-
-@pytest.mark.timeout(30)
-def test_message_batches_check_key_version_and_request_shape(
-    start_simulator: StartSimulator,
-) -> None:
-    url = start_simulator()
-    body = {"requests": [anthropic_request("a", "x")]}
-    with httpx.Client(base_url=url) as http:
-        wrong_key = http.post("/v1/messages/batches", json=body,
-                              headers={**ANTHROPIC_HEADERS, "x-api-key": "sk-wrong"})
-        bearer_only = http.post("/v1/messages/batches", json=body, headers={
-            "authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"})
-        no_version = http.post("/v1/messages/batches", json=body, headers={"x-api-key": KEY})
-        duplicate = http.post("/v1/messages/batches", headers=ANTHROPIC_HEADERS, json={
-            "requests": [anthropic_request("a", "x"), anthropic_request("a", "y")]})
-        unknown = http.get("/v1/messages/batches/msgbatch_nope", headers=ANTHROPIC_HEADERS)
-    assert (wrong_key.status_code, bearer_only.status_code) == (401, 401)
-    assert wrong_key.json() == {
-        "type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
-    assert "sk-wrong" not in wrong_key.text
-    assert no_version.status_code == 400
-    assert duplicate.status_code == 400
-    assert duplicate.json()["error"]["type"] == "invalid_request_error"
-    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found_error"
