@@ -40,21 +40,19 @@ class ProviderBatches:
 
     def of_batch(self, batch_id: str) -> list[dict[str, Any]]:
         """A batch's provider batches, oldest first (custom_ids decoded)."""
-        with self._engine.connect() as connection:
-            rows = connection.execute(select(provider_batches).where(
-                provider_batches.c.batch_id == batch_id)
-                .order_by(provider_batches.c.created_at, provider_batches.c.id)).mappings()
-            return [_decoded(row) for row in rows]
+        return [_decoded(row) for row in self._of_batch(batch_id, list(provider_batches.c))]
 
     def summaries(self, batch_id: str) -> list[dict[str, Any]]:
         """A batch's provider batches, oldest first, without their custom_ids (a view's
         refresh reads these: a provider batch may hold 50,000 ids)."""
         columns = [column for column in provider_batches.c if column.name != "custom_ids"]
+        return [dict(row) for row in self._of_batch(batch_id, columns)]
+
+    def _of_batch(self, batch_id: str, columns: list[Any]) -> list[Any]:
         with self._engine.connect() as connection:
-            rows = connection.execute(select(*columns).where(
+            return list(connection.execute(select(*columns).where(
                 provider_batches.c.batch_id == batch_id)
-                .order_by(provider_batches.c.created_at, provider_batches.c.id)).mappings()
-            return [dict(row) for row in rows]
+                .order_by(provider_batches.c.created_at, provider_batches.c.id)).mappings())
 
     def update(self, provider_batch_id: str, **values: Any) -> None:
         """Set fields of a provider batch's row (status, done, ended_at, hedged_at,
