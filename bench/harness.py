@@ -20,7 +20,7 @@ import redis
 from bench.stores import fresh_store
 from corral.store import Store
 from producer.batches import is_terminal, read_batch
-from producer.local_stack import SIM_READY, ChildProcess, worker_command
+from producer.local_stack import SIM_READY, ChildProcess, stop_all, worker_command
 
 MODEL = "bench"
 UPSTREAM = "bench-up"
@@ -122,15 +122,6 @@ def write_config(scenario: Scenario, base_url: str, path: Path) -> Path:
         base_url=base_url, key_env=KEY_ENV, model=MODEL, upstream=UPSTREAM, rpm=scenario.rpm,
         tpm=scenario.tpm, max_tokens=scenario.max_tokens))
     return path
-
-
-def stop_all(children: list[ChildProcess]) -> None:
-    """SIGTERM every child first so their warm shutdowns overlap, then reap each."""
-    for child in children:
-        if child.process.poll() is None:
-            child.process.terminate()
-    for child in children:
-        child.stop()
 
 
 def submit(batch_file: Path, env: dict[str, str], *, python: str | None = None,

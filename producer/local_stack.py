@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -58,6 +59,15 @@ class ChildProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def stop_all(children: Sequence[ChildProcess]) -> None:
+    """SIGTERM every child first so their warm shutdowns overlap, then reap each."""
+    for child in children:
+        if child.process.poll() is None:
+            child.process.terminate()
+    for child in children:
+        child.stop()
 
 
 def worker_command(*, queues: list[str], concurrency: int, name: str,

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from producer.local_stack import ChildProcess, stop_all
+
 
 def write_jsonl(path: Path, lines: list[dict | str]) -> Path:
     """Write request lines (dicts as JSON, strings as they are)."""
@@ -166,8 +168,7 @@ def stall_report(client: Any, batch_id: str, queues: tuple[str, ...] = ("corral.
             + "".join(f"\n  {line[:300]}" for line in warnings))
 
 
-def stop_before_their_redis(children: Sequence[Any]) -> None:
+def stop_before_their_redis(children: Sequence[ChildProcess]) -> None:
     """Stop workers (or Flower) while the private Redis they use still answers: after it, a
     worker's warm shutdown waits out its reconnect attempts until the fixture kills it."""
-    for child in children:
-        child.stop()
+    stop_all(children)
