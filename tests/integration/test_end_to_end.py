@@ -56,7 +56,8 @@ class CorralScriptCalls:
                       for name in (path.stem for path in resources.files(package)
                                    .joinpath("lua").iterdir() if path.name.endswith(".lua"))}
         self.calls = 0
-        self._stop = threading.Event()
+        self._marker = f"corral-script-calls-end-{id(self)}"
+        self._stopped = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -66,17 +67,20 @@ class CorralScriptCalls:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._client.ping()  # one more command wakes the monitor loop, which then stops
+        # MONITOR streams commands in the order Redis ran them: the loop counts every one
+        # before this marker, however far behind its reading is, then stops.
+        self._client.echo(self._marker)
+        assert self._stopped.wait(10), "MONITOR never showed the end marker"
         self._thread.join(10)
 
     def _watch(self) -> None:
         with self._client.monitor() as monitor:
             self._ready.set()
             for command in monitor.listen():
-                if self._stop.is_set():
-                    return
                 words = command["command"].split()
+                if words[0].upper() == "ECHO" and words[-1] == self._marker:
+                    self._stopped.set()
+                    return
                 if (int(command["db"]) == self._db and words[0].upper() == "EVALSHA"
                         and words[1] in self._shas):
                     self.calls += 1
@@ -99,6 +103,8 @@ def test_every_line_ends_once_with_parseable_results_and_exact_cost(
         workers = start_workers(config, ["corral.big", "corral.small"], processes=2,
                                 concurrency=8, pool=pool)
         batch = wait_for_batch(open_store(), batch_id, show_progress=False, timeout_s=120)
+        # A line's record commits before its end reaches Redis: count once every end has.
+        live = settled_live_counts(redis_client, batch_id, 240)
     assert batch["status"] == "completed"
     # Two script calls a line: its start, which took its rate-limit capacity too (a separate
     # acquire would make three), and its record (with the settle, when there is one).
@@ -155,7 +161,6 @@ def test_every_line_ends_once_with_parseable_results_and_exact_cost(
     assert sim.stats()["served"] == 240  # no line was called twice
 
     # The live counters (status --watch, the exporter) agree with the records and the ledger.
-    live = settled_live_counts(redis_client, batch_id, 240)
     fleet = by_model(redis_client.hgetall(FLEET_STATS))
     assert {name: {k: v for k, v in counts.items() if k != "enqueued"}
             for name, counts in live.items()} == fleet
